@@ -1,0 +1,5 @@
+"""Denoiser backbones: (x[B, L], t[B] | None) -> logits[B, L, V]."""
+
+from seqdiff.backbones.transformer import Transformer
+
+__all__ = ["Transformer"]

@@ -1,0 +1,297 @@
+"""Selective scan (Mamba S6) in pure PyTorch, plus a bidirectional Mamba mixer.
+
+The scan computes, per channel d and state n (A is diagonal, B/C are shared by the channels of a group):
+
+    h_t[d, n] = exp(delta_t[d] * A[d, n]) * h_{t-1}[d, n] + delta_t[d] * B_t[g(d), n] * u_t[d]
+    y_t[d]    = sum_n C_t[g(d), n] * h_t[d, n]  (+ D[d] * u_t[d])  (* silu(z_t[d]))
+
+Shapes follow mamba-ssm's `selective_scan_fn` so CUDA can call its fused kernel with the same arguments:
+u, delta, z: (B, D, L); A: (D, N); B, C: (B, G, N, L) with G groups dividing D (G=1 may also be given as
+(B, N, L)); D, delta_bias: (D,).
+
+Implementations (all exact; compared in scripts/benchmark_caduceus.py):
+- "naive":   the textbook loop indexing x[..., i]; autograd; the test reference (backward grows like L^2).
+- "unbind":  the same loop over unbind-ed steps; autograd.
+- "logstep": Hillis-Steele log-step parallel scan over (B, D, L, N); autograd.
+- "chunked": two-level scan: a loop of T steps inside all chunks at once, then a loop of L/T steps that
+             carries the state across chunks, then a correction with the in-chunk decay products; autograd.
+             Mamba-2's "matmuls within chunks" needs a decay shared by all state dims (a scalar per head);
+             Mamba-1's decay exp(delta*A) differs per (d, n), so the matmul form needs either O(L*T*D*N)
+             pairwise exponentials or the factorisation exp(a-b)=exp(a)exp(-b), which overflows once
+             |delta*A| summed over a chunk passes ~88. Both are worse than the state-passing form used here.
+- "fused":   (default) a torch.autograd.Function with a hand-written backward: the forward is one in-place
+             addcmul per step on a contiguous (L, B, D, N) buffer with no autograd graph, the backward
+             recomputes h (like mamba-ssm's kernel, so only (B, D, L)-sized tensors are kept between forward
+             and backward) and runs the adjoint recurrence backwards in time.
+On CUDA, if `import mamba_ssm` succeeds, `selective_scan` calls mamba-ssm's fused kernel instead.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+SCAN_IMPLS = ("fused", "chunked", "unbind", "logstep", "naive")
+
+
+@functools.cache
+def _cuda_selective_scan() -> Callable | None:
+    """mamba-ssm's fused CUDA kernel, imported on first CUDA use only (it fails to import without CUDA)."""
+    try:
+        from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
+    except Exception:  # ImportError, or a missing compiled extension (selective_scan_cuda)
+        return None
+    return selective_scan_fn
+
+
+def _expand_groups(M: Tensor, D: int) -> Tensor:
+    """B or C, (B, N, L) or (B, G, N, L) -> (B, D, N, L) with each group repeated over its D/G channels."""
+    if M.dim() == 3:
+        M = M.unsqueeze(1)
+    b, g, n, L = M.shape
+    if D % g:
+        raise ValueError(f"{g} groups of B/C do not divide {D} channels")
+    return M.unsqueeze(2).expand(b, g, D // g, n, L).reshape(b, D, n, L)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Autograd implementations: y (B, D, L) from u, delta (B, D, L), A (D, N), B, C (B, D, N, L) (groups expanded)
+
+
+def _scan_naive(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor) -> Tensor:
+    h = u.new_zeros(u.shape[0], u.shape[1], A.shape[1])  # (B, D, N)
+    ys = []
+    for i in range(u.shape[-1]):
+        h = torch.exp(delta[:, :, i, None] * A) * h + (delta[:, :, i] * u[:, :, i])[..., None] * B[..., i]
+        ys.append((h * C[..., i]).sum(-1))
+    return torch.stack(ys, dim=-1)
+
+
+def _scan_unbind(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor) -> Tensor:
+    dA = torch.exp(delta.unsqueeze(-1) * A[:, None])  # (B, D, L, N)
+    dBu = (delta * u).unsqueeze(-1) * B.transpose(-1, -2)  # (B, D, L, N)
+    h = u.new_zeros(u.shape[0], u.shape[1], A.shape[1])
+    hs = []
+    for a, b in zip(dA.unbind(2), dBu.unbind(2), strict=True):
+        h = a * h + b
+        hs.append(h)
+    return (torch.stack(hs, dim=2) * C.transpose(-1, -2)).sum(-1)
+
+
+def _scan_logstep(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor) -> Tensor:
+    a = torch.exp(delta.unsqueeze(-1) * A[:, None])  # (B, D, L, N)
+    h = (delta * u).unsqueeze(-1) * B.transpose(-1, -2)
+    L, k = u.shape[-1], 1
+    while k < L:  # after the step with offset k, h_t holds the sum over the last 2k inputs
+        h = torch.cat([h[:, :, :k], h[:, :, k:] + a[:, :, k:] * h[:, :, :-k]], dim=2)
+        a = torch.cat([a[:, :, :k], a[:, :, k:] * a[:, :, :-k]], dim=2)
+        k *= 2
+    return (h * C.transpose(-1, -2)).sum(-1)
+
+
+def _scan_chunked(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, chunk: int = 32) -> Tensor:
+    b, d, L = u.shape
+    n = A.shape[1]
+    T = min(chunk, L)
+    pad = (-L) % T
+    dA = torch.exp(delta.unsqueeze(-1) * A[:, None])  # (B, D, L, N)
+    dBu = (delta * u).unsqueeze(-1) * B.transpose(-1, -2)
+    if pad:  # identity steps (decay 1, input 0) at the end do not change the first L states
+        dA = F.pad(dA, (0, 0, 0, pad), value=1.0)
+        dBu = F.pad(dBu, (0, 0, 0, pad))
+    nc = (L + pad) // T
+    dA, dBu = dA.view(b, d, nc, T, n), dBu.view(b, d, nc, T, n)
+    # 1) inside every chunk at once, from a zero state: local states and decay products since chunk start
+    h, p = torch.zeros_like(dBu[:, :, :, 0]), torch.ones_like(dA[:, :, :, 0])
+    hs, ps = [], []
+    for a_i, b_i in zip(dA.unbind(3), dBu.unbind(3), strict=True):
+        h, p = a_i * h + b_i, p * a_i
+        hs.append(h)
+        ps.append(p)
+    h_loc, prod = torch.stack(hs, 3), torch.stack(ps, 3)  # (B, D, nc, T, N)
+    # 2) carry the state across chunks (nc steps): state entering chunk c
+    carry, entering = torch.zeros_like(h_loc[:, :, 0, 0]), []
+    for c in range(nc):
+        entering.append(carry)
+        carry = prod[:, :, c, -1] * carry + h_loc[:, :, c, -1]
+    h_in = torch.stack(entering, 2).unsqueeze(3)  # (B, D, nc, 1, N)
+    # 3) exact states, then contract with C
+    hfull = (h_loc + prod * h_in).view(b, d, nc * T, n)[:, :, :L]
+    return (hfull * C.transpose(-1, -2)).sum(-1)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Fused CPU implementation with a hand-written backward
+
+
+def _recurrence_(a: Tensor, x: Tensor, reverse: bool = False) -> Tensor:
+    """In place on x (L, ...): x_t += a_t * x_{t-1} (or x_t += a_{t+1} * x_{t+1} if reverse). One op per step."""
+    L = x.shape[0]
+    if reverse:
+        for i in range(L - 2, -1, -1):
+            x[i].addcmul_(a[i + 1], x[i + 1])
+    else:
+        for i in range(1, L):
+            x[i].addcmul_(a[i], x[i - 1])
+    return x
+
+
+class _FusedScan(torch.autograd.Function):
+    """y (B, D, L) = selective scan of u, delta (B, D, L), A (D, N), B, C (B, G, N, L), no skip/gate."""
+
+    @staticmethod
+    def _states(u: Tensor, delta: Tensor, A: Tensor, B: Tensor) -> tuple[Tensor, Tensor]:
+        b, d, L = u.shape
+        g, n = B.shape[1], A.shape[1]
+        dl = delta.permute(2, 0, 1).contiguous()  # (L, B, D): each time step is one contiguous block
+        dA = torch.exp(dl.unsqueeze(-1) * A)  # (L, B, D, N)
+        Bt = B.permute(3, 0, 1, 2).contiguous().unsqueeze(3)  # (L, B, G, 1, N)
+        h = ((dl * u.permute(2, 0, 1)).view(L, b, g, d // g, 1) * Bt).view(L, b, d, n)
+        return dA, _recurrence_(dA, h)
+
+    @staticmethod
+    def forward(ctx, u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor) -> Tensor:
+        b, d, L = u.shape
+        g, n = B.shape[1], A.shape[1]
+        _, h = _FusedScan._states(u, delta, A, B)
+        Ct = C.permute(3, 0, 1, 2).reshape(L * b * g, n, 1)
+        y = torch.bmm(h.view(L * b * g, d // g, n), Ct)  # (L*B*G, D/G, 1)
+        ctx.save_for_backward(u, delta, A, B, C)
+        return y.view(L, b, d).permute(1, 2, 0)
+
+    @staticmethod
+    def backward(ctx, gy: Tensor):
+        u, delta, A, B, C = ctx.saved_tensors
+        b, d, L = u.shape
+        g, n = B.shape[1], A.shape[1]
+        dA, h = _FusedScan._states(u, delta, A, B)  # recomputed rather than stored, like mamba-ssm
+        gyt = gy.permute(2, 0, 1).contiguous().view(L * b * g, 1, d // g)
+        hv = h.view(L * b * g, d // g, n)
+        gC = torch.bmm(gyt, hv).view(L, b, g, n).permute(1, 2, 3, 0)
+        Ct = C.permute(3, 0, 1, 2).reshape(L * b * g, 1, n)
+        gh = torch.bmm(gyt.transpose(1, 2), Ct).view(L, b, d, n)  # dL/dh_t from y_t only
+        _recurrence_(dA, gh, reverse=True)  # adjoint: gh_t += a_{t+1} gh_{t+1}
+        dl, ul = delta.permute(2, 0, 1).contiguous(), u.permute(2, 0, 1).contiguous()  # (L, B, D)
+        # through b_t = delta_t * u_t * B_t
+        ghv = gh.view(L * b * g, d // g, n)
+        g_du = torch.bmm(ghv, B.permute(3, 0, 1, 2).reshape(L * b * g, n, 1)).view(L, b, d)
+        gB = torch.bmm((dl * ul).reshape(L * b * g, 1, d // g), ghv).view(L, b, g, n).permute(1, 2, 3, 0)
+        # through a_t = exp(delta_t A): q = gh_t * h_{t-1} * a_t
+        h[1:] = h[:-1].clone()
+        h[0] = 0
+        q = gh.mul_(h).mul_(dA)  # (L, B, D, N), reuses gh's memory
+        g_delta = g_du * ul + (q * A).sum(-1)
+        gA = torch.einsum("lbdn,lbd->dn", q, dl)
+        return (g_du * dl).permute(1, 2, 0), g_delta.permute(1, 2, 0), gA, gB, gC
+
+
+# ---------------------------------------------------------------------------------------------------------
+
+
+def selective_scan(
+    u: Tensor,
+    delta: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None = None,
+    z: Tensor | None = None,
+    delta_bias: Tensor | None = None,
+    delta_softplus: bool = False,
+    impl: str = "fused",
+) -> Tensor:
+    """Selective scan with mamba-ssm's `selective_scan_fn` signature -> y (B, D, L). See the module doc."""
+    if u.is_cuda and (fn := _cuda_selective_scan()) is not None:
+        return fn(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+    if delta_bias is not None:
+        delta = delta + delta_bias[:, None]
+    if delta_softplus:
+        delta = F.softplus(delta)
+    if B.dim() == 3:
+        B, C = B.unsqueeze(1), C.unsqueeze(1)
+    if impl == "fused":
+        y = _FusedScan.apply(u.contiguous(), delta.contiguous(), A.contiguous(), B.contiguous(), C.contiguous())
+    elif impl in SCAN_IMPLS:
+        fn = {"naive": _scan_naive, "unbind": _scan_unbind, "logstep": _scan_logstep, "chunked": _scan_chunked}
+        y = fn[impl](u, delta, A, _expand_groups(B, u.shape[1]), _expand_groups(C, u.shape[1]))
+    else:
+        raise ValueError(f"unknown scan impl {impl!r}; choose from {SCAN_IMPLS}")
+    if D is not None:
+        y = y + D[:, None] * u
+    if z is not None:
+        y = y * F.silu(z)
+    return y
+
+
+class BiMamba(nn.Module):
+    """Bidirectional Mamba (S6) mixer: (B, L, d_model) -> (B, L, d_model).
+
+    The forward-direction Mamba sees x, the reverse one sees x flipped along L; their outputs (the reverse
+    one flipped back) are added. Each direction has its own conv, dt/B/C projections, A and D. With
+    `tie=True` (Caduceus' weight tying) the in/out projections are shared, and since they act per position
+    both directions reuse one projection and one gate: out = out_proj((y_fwd + flip(y_rev)) * silu(z)).
+    Both directions run as one scan over 2*d_inner channels in two groups (one B/C group per direction).
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        d_state: int = 16,
+        d_conv: int = 4,
+        expand: int = 2,
+        dt_rank: int | None = None,
+        tie: bool = True,
+        dt_min: float = 1e-3,
+        dt_max: float = 0.1,
+        scan_impl: str = "fused",
+    ) -> None:
+        super().__init__()
+        if scan_impl not in SCAN_IMPLS:
+            raise ValueError(f"unknown scan_impl {scan_impl!r}; choose from {SCAN_IMPLS}")
+        self.d_inner, self.d_state, self.tie, self.scan_impl = expand * d_model, d_state, tie, scan_impl
+        self.dt_rank = dt_rank or math.ceil(d_model / 16)
+        di, dirs = self.d_inner, 1 if tie else 2
+        self.in_proj = nn.Linear(d_model, dirs * 2 * di, bias=False)  # per direction: x, z
+        self.conv = nn.Conv1d(2 * di, 2 * di, d_conv, groups=2 * di, padding=d_conv - 1)  # fwd | rev channels
+        # per-direction x_proj (di -> dt_rank + 2N) and dt_proj (dt_rank -> di), batched over the 2 directions
+        self.x_proj = nn.Parameter(torch.empty(2, di, self.dt_rank + 2 * d_state))
+        self.dt_proj = nn.Parameter(torch.empty(2, self.dt_rank, di))
+        nn.init.uniform_(self.x_proj, -(di**-0.5), di**-0.5)
+        nn.init.uniform_(self.dt_proj, -(self.dt_rank**-0.5), self.dt_rank**-0.5)
+        # dt bias so that softplus(bias) is log-uniform in [dt_min, dt_max] (Mamba's init)
+        dt = torch.exp(torch.rand(2 * di) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
+        self.dt_bias = nn.Parameter(dt + torch.log(-torch.expm1(-dt)))
+        self.A_log = nn.Parameter(torch.log(torch.arange(1, d_state + 1, dtype=torch.float32)).repeat(2 * di, 1))
+        self.D = nn.Parameter(torch.ones(2 * di))
+        self.out_proj = nn.Linear(dirs * di, d_model, bias=False)
+
+    def forward(self, h: Tensor) -> Tensor:
+        Bsz, L, _ = h.shape
+        di, N, R = self.d_inner, self.d_state, self.dt_rank
+        xz = self.in_proj(h)  # (B, L, dirs*2*di)
+        if self.tie:
+            x, z = xz.chunk(2, dim=-1)
+            x = torch.cat([x, x.flip(1)], dim=-1)  # (B, L, 2di): reverse direction reads flipped input
+        else:
+            xf, zf, xr, zr = xz.chunk(4, dim=-1)
+            x, z = torch.cat([xf, xr.flip(1)], dim=-1), torch.cat([zf, zr], dim=-1)
+        x = F.silu(self.conv(x.transpose(1, 2))[..., :L])  # causal depthwise conv, (B, 2di, L)
+        xd = x.view(Bsz, 2, di, L)
+        dbc = torch.einsum("bkdl,kdr->bklr", xd, self.x_proj)  # (B, 2, L, R + 2N)
+        dt, Bm, Cm = dbc.split([R, N, N], dim=-1)
+        delta = torch.einsum("bklr,krd->bkdl", dt, self.dt_proj).reshape(Bsz, 2 * di, L)
+        A = -torch.exp(self.A_log.float())  # (2di, N)
+        y = selective_scan(
+            x, delta, A, Bm.transpose(-1, -2), Cm.transpose(-1, -2), self.D.float(),
+            delta_bias=self.dt_bias.float(), delta_softplus=True, impl=self.scan_impl,
+        )  # (B, 2di, L); groups: channel block k uses Bm[:, k], Cm[:, k]
+        y = y.transpose(1, 2)  # (B, L, 2di)
+        yf, yr = y[..., :di], y[..., di:].flip(1)  # back to the forward frame
+        if self.tie:
+            return self.out_proj((yf + yr) * F.silu(z))
+        return self.out_proj(torch.cat([yf, yr], dim=-1) * F.silu(z))

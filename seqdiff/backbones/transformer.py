@@ -1,0 +1,153 @@
+"""Transformer denoiser: rotary positions, adaLN time conditioning (DiT-style), SDPA attention.
+
+The same module serves as the bidirectional MDLM denoiser (causal=False) and as the left-to-right
+autoregressive baseline (causal=True), so both share size, tokenizer and data.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def timestep_embedding(t: Tensor, dim: int, max_period: float = 10_000.0) -> Tensor:
+    """Sinusoidal embedding of t in [0, 1] (B,) -> (B, dim). t is scaled by 1000 like DDPM step indices."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+    args = 1000.0 * t.float()[:, None] * freqs[None]
+    return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+
+
+class Rotary(nn.Module):
+    """Rotary position embedding tables for head dimension `head_dim`, cached up to `max_len`."""
+
+    def __init__(self, head_dim: int, max_len: int, base: float = 10_000.0) -> None:
+        super().__init__()
+        inv_freq = 1.0 / base ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
+        angles = torch.outer(torch.arange(max_len, dtype=torch.float32), inv_freq)  # (L, hd/2)
+        self.register_buffer("cos", angles.cos(), persistent=False)
+        self.register_buffer("sin", angles.sin(), persistent=False)
+
+    def forward(self, x: Tensor, offset: int = 0) -> Tensor:
+        """x: (B, H, L, hd) -> rotated x, positions offset..offset+L-1."""
+        L = x.shape[-2]
+        cos, sin = self.cos[offset : offset + L].to(x.dtype), self.sin[offset : offset + L].to(x.dtype)
+        x1, x2 = x[..., 0::2], x[..., 1::2]
+        out = torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
+        return out.flatten(-2)
+
+
+def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
+    return x * (1.0 + scale[:, None]) + shift[:, None]
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block whose LayerNorms are modulated by the conditioning vector c (adaLN-Zero)."""
+
+    def __init__(self, d_model: int, n_heads: int, d_cond: int, mlp_ratio: int, dropout: float, causal: bool):
+        super().__init__()
+        self.n_heads, self.causal, self.dropout = n_heads, causal, dropout
+        self.norm1 = nn.LayerNorm(d_model, elementwise_affine=False)
+        self.qkv = nn.Linear(d_model, 3 * d_model, bias=False)
+        self.proj = nn.Linear(d_model, d_model, bias=False)
+        self.norm2 = nn.LayerNorm(d_model, elementwise_affine=False)
+        self.mlp = nn.Sequential(
+            nn.Linear(d_model, mlp_ratio * d_model), nn.GELU(approximate="tanh"), nn.Linear(mlp_ratio * d_model, d_model)
+        )
+        self.ada = nn.Linear(d_cond, 6 * d_model)
+        nn.init.zeros_(self.ada.weight)
+        nn.init.zeros_(self.ada.bias)
+
+    def attention(self, h: Tensor, rotary: Rotary, kv_cache: dict | None = None) -> Tensor:
+        B, L, D = h.shape
+        q, k, v = self.qkv(h).view(B, L, 3, self.n_heads, D // self.n_heads).permute(2, 0, 3, 1, 4)  # (B,H,L,hd)
+        offset = 0 if kv_cache is None else kv_cache.get("len", 0)
+        q, k = rotary(q, offset), rotary(k, offset)
+        if kv_cache is not None:  # incremental decoding for the AR model: append this step's keys/values
+            if "k" in kv_cache:
+                k = torch.cat([kv_cache["k"], k], dim=2)
+                v = torch.cat([kv_cache["v"], v], dim=2)
+            kv_cache["k"], kv_cache["v"] = k, v
+        is_causal = self.causal and (kv_cache is None or offset == 0) and L > 1
+        out = F.scaled_dot_product_attention(
+            q, k, v, is_causal=is_causal, dropout_p=self.dropout if self.training else 0.0
+        )
+        return self.proj(out.transpose(1, 2).reshape(B, L, D))
+
+    def forward(self, h: Tensor, c: Tensor, rotary: Rotary, kv_cache: dict | None = None) -> Tensor:
+        shift1, scale1, gate1, shift2, scale2, gate2 = self.ada(c).chunk(6, dim=-1)  # each (B, D)
+        h = h + (1.0 + gate1[:, None]) * self.attention(modulate(self.norm1(h), shift1, scale1), rotary, kv_cache)
+        h = h + (1.0 + gate2[:, None]) * self.mlp(modulate(self.norm2(h), shift2, scale2))
+        return h
+
+
+class Transformer(nn.Module):
+    """(x: LongTensor[B, L], t: FloatTensor[B] | None) -> logits FloatTensor[B, L, V].
+
+    time_conditioning=False ignores t (MDLM shows masked diffusion needs no time input), which lets samplers
+    reuse logits between steps where no token changed. abs_positions adds learned absolute position
+    embeddings, which tables use as column embeddings.
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        max_len: int,
+        d_model: int = 256,
+        n_layers: int = 4,
+        n_heads: int = 4,
+        mlp_ratio: int = 4,
+        d_cond: int = 128,
+        dropout: float = 0.0,
+        time_conditioning: bool = False,
+        causal: bool = False,
+        abs_positions: bool = False,
+    ) -> None:
+        super().__init__()
+        if d_model % n_heads or (d_model // n_heads) % 2:
+            raise ValueError(f"d_model={d_model} must split into n_heads={n_heads} heads of even size")
+        self.vocab_size, self.max_len = vocab_size, max_len
+        self.time_conditioning, self.causal = time_conditioning, causal
+        self.embed = nn.Embedding(vocab_size, d_model)
+        self.pos = nn.Embedding(max_len, d_model) if abs_positions else None
+        self.rotary = Rotary(d_model // n_heads, max_len)
+        self.cond = nn.Sequential(nn.Linear(d_cond, d_cond), nn.SiLU(), nn.Linear(d_cond, d_cond))
+        self.d_cond = d_cond
+        self.blocks = nn.ModuleList(Block(d_model, n_heads, d_cond, mlp_ratio, dropout, causal) for _ in range(n_layers))
+        self.norm_out = nn.LayerNorm(d_model, elementwise_affine=False)
+        self.ada_out = nn.Linear(d_cond, 2 * d_model)
+        nn.init.zeros_(self.ada_out.weight)
+        nn.init.zeros_(self.ada_out.bias)
+        self.head = nn.Linear(d_model, vocab_size)
+        nn.init.normal_(self.embed.weight, std=0.02)
+
+    def conditioning(self, t: Tensor | None, batch_size: int, device: torch.device) -> Tensor:
+        if t is None or not self.time_conditioning:
+            t = torch.zeros(batch_size, device=device)
+        return self.cond(timestep_embedding(t.to(device), self.d_cond))  # (B, d_cond)
+
+    def forward(self, x: Tensor, t: Tensor | None = None, kv_caches: list[dict] | None = None) -> Tensor:
+        B, L = x.shape
+        offset = 0 if kv_caches is None else kv_caches[0].get("len", 0)
+        if offset + L > self.max_len:
+            raise ValueError(f"sequence length {offset + L} exceeds the model's max_len={self.max_len}")
+        h = self.embed(x)  # (B, L, D)
+        if self.pos is not None:
+            h = h + self.pos.weight[offset : offset + L]
+        c = self.conditioning(t, B, x.device)
+        for i, block in enumerate(self.blocks):
+            h = block(h, c, self.rotary, None if kv_caches is None else kv_caches[i])
+        if kv_caches is not None:
+            for cache in kv_caches:
+                cache["len"] = offset + L
+        shift, scale = self.ada_out(c).chunk(2, dim=-1)
+        return self.head(modulate(self.norm_out(h), shift, scale))  # (B, L, V)
+
+    def new_kv_caches(self) -> list[dict]:
+        """Empty per-layer caches for incremental (causal) decoding with `forward(x, kv_caches=...)`."""
+        if not self.causal:
+            raise RuntimeError("KV caching is only valid for a causal (autoregressive) transformer")
+        return [{} for _ in self.blocks]

@@ -1,0 +1,154 @@
+"""LightningModules: training and validation only. Sampling lives in seqdiff.sampling.
+
+`SequenceLM` owns what every objective shares (AdamW, warmup + cosine LR, EMA weights, checkpoint metadata);
+`DiffusionLM` (masked diffusion NELBO) and `AutoregressiveLM` (next-token NLL) only define the loss.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import Any
+
+import lightning as L
+import torch
+from torch import Tensor, nn
+
+from seqdiff.diffusion.objective import ar_nll, mdlm_nelbo
+from seqdiff.noise import LogLinearSchedule, Schedule, sample_t
+
+LN2 = math.log(2.0)
+
+
+class SequenceLM(L.LightningModule):
+    objective: str = "base"
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        tokenizer: Any,
+        lr: float = 1e-3,
+        weight_decay: float = 0.01,
+        betas: tuple[float, float] = (0.9, 0.98),
+        warmup_steps: int = 100,
+        min_lr_ratio: float = 0.1,
+        ema_decay: float = 0.999,
+    ) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.tokenizer = tokenizer
+        self.lr, self.weight_decay, self.betas = lr, weight_decay, tuple(betas)
+        self.warmup_steps, self.min_lr_ratio = warmup_steps, min_lr_ratio
+        self.ema_decay = ema_decay
+        # EMA weights live in a frozen copy so they are saved, restored on resume and used for evaluation.
+        self.ema = copy.deepcopy(backbone).requires_grad_(False) if ema_decay > 0 else None
+        self.bases_per_token = getattr(tokenizer, "bases_per_token", 1)
+        self.seqdiff_config: dict | None = None  # resolved Hydra config, set by the train script
+        self.backbone_init: dict = {}  # kwargs the backbone was built with beyond its config (vocab_size, ...)
+
+    # ---- loss ---------------------------------------------------------------------------------------------
+    def token_nats(self, backbone: nn.Module, x0: Tensor) -> Tensor:  # (B, L) nats, 0 on ignored tokens
+        raise NotImplementedError
+
+    def loss_mask(self, x0: Tensor) -> Tensor:
+        return x0 != self.tokenizer.pad_id
+
+    def _mean_nats(self, backbone: nn.Module, x0: Tensor) -> tuple[Tensor, Tensor]:
+        mask = self.loss_mask(x0)
+        nats = self.token_nats(backbone, x0)
+        n = mask.sum().clamp_min(1)
+        return nats.sum() / n, n
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        loss, n = self._mean_nats(self.backbone, batch["x0"])
+        self.log("train/loss", loss, prog_bar=True, batch_size=int(n))
+        self.log("train/bpb", loss / LN2 / self.bases_per_token, batch_size=int(n))
+        self.log("lr", self.optimizers().param_groups[0]["lr"], prog_bar=False)
+        return loss
+
+    def eval_backbone(self) -> nn.Module:
+        return self.ema if self.ema is not None else self.backbone
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        loss, n = self._mean_nats(self.eval_backbone(), batch["x0"])
+        self.log("val/loss", loss, prog_bar=True, batch_size=int(n), sync_dist=True)
+        self.log("val/bpb", loss / LN2 / self.bases_per_token, prog_bar=True, batch_size=int(n), sync_dist=True)
+        return loss
+
+    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        loss, n = self._mean_nats(self.eval_backbone(), batch["x0"])
+        self.log("test/bpb", loss / LN2 / self.bases_per_token, batch_size=int(n), sync_dist=True)
+        return loss
+
+    # ---- EMA ----------------------------------------------------------------------------------------------
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self.ema is None:
+            return
+        with torch.no_grad():
+            ema_p = list(self.ema.parameters())
+            torch._foreach_lerp_(ema_p, [p.detach() for p in self.backbone.parameters()], 1.0 - self.ema_decay)
+
+    # ---- optimisation -------------------------------------------------------------------------------------
+    def configure_optimizers(self) -> dict:
+        decay, no_decay = [], []
+        for name, p in self.backbone.named_parameters():
+            (decay if p.ndim >= 2 and "embed" not in name else no_decay).append(p)
+        opt = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": self.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=self.lr,
+            betas=self.betas,
+        )
+        total = max(int(self.trainer.estimated_stepping_batches), 1)
+        warmup, floor = min(self.warmup_steps, total // 2), self.min_lr_ratio
+
+        def lr_lambda(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / warmup
+            progress = min((step - warmup) / max(total - warmup, 1), 1.0)
+            return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    # ---- checkpoint metadata ------------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["seqdiff"] = {
+            "config": self.seqdiff_config,
+            "tokenizer": self.tokenizer.config(),
+            "objective": self.objective,
+            "backbone_init": self.backbone_init,
+        }
+
+
+class DiffusionLM(SequenceLM):
+    """Masked diffusion (MDLM): SUBS parameterisation, continuous-time NELBO, antithetic timesteps."""
+
+    objective = "mdlm"
+
+    def __init__(self, backbone: nn.Module, tokenizer: Any, schedule: Schedule | None = None,
+                 antithetic: bool = True, **kwargs: Any) -> None:
+        super().__init__(backbone, tokenizer, **kwargs)
+        self.schedule = schedule or LogLinearSchedule()
+        self.antithetic = antithetic
+
+    def token_nats(self, backbone: nn.Module, x0: Tensor) -> Tensor:
+        t = sample_t(x0.shape[0], antithetic=self.antithetic, eps=self.schedule.eps, device=x0.device)
+        return mdlm_nelbo(backbone, x0, self.schedule, t, self.tokenizer.mask_id, self.loss_mask(x0))
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        super().on_save_checkpoint(checkpoint)
+        checkpoint["seqdiff"]["schedule"] = self.schedule.config()
+
+
+class AutoregressiveLM(SequenceLM):
+    """Left-to-right next-token model on the same backbone (must be built with causal=True)."""
+
+    objective = "ar"
+
+    def __init__(self, backbone: nn.Module, tokenizer: Any, **kwargs: Any) -> None:
+        if not getattr(backbone, "causal", False):
+            raise ValueError("AutoregressiveLM needs a causal backbone: use model=transformer_ar (causal: true)")
+        super().__init__(backbone, tokenizer, **kwargs)
+
+    def token_nats(self, backbone: nn.Module, x0: Tensor) -> Tensor:
+        return ar_nll(backbone, x0, self.tokenizer.bos_id, self.loss_mask(x0))

@@ -1,0 +1,64 @@
+"""SUBS parameterisation and the continuous-time NELBO of masked diffusion (pure functions, no Lightning)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from seqdiff.noise import Schedule, add_noise
+
+
+def subs_log_probs(logits: Tensor, xt: Tensor, mask_id: int) -> Tensor:
+    """SUBS parameterisation of p(x0 | xt): (B, L, V) log-probabilities.
+
+    Zero masking probability: the mask token is never predicted as a clean token. Carry-over unmasking:
+    positions already unmasked in xt are copied (log-prob 0 on xt, -inf elsewhere), so the model is only
+    asked about masked positions.
+    """
+    logits = logits.float().clone()
+    logits[..., mask_id] = -torch.inf
+    log_probs = logits.log_softmax(dim=-1)
+    unmasked = xt != mask_id  # (B, L)
+    if unmasked.any():
+        carry = torch.full_like(log_probs, -torch.inf)
+        carry.scatter_(-1, xt.unsqueeze(-1), 0.0)
+        log_probs = torch.where(unmasked.unsqueeze(-1), carry, log_probs)
+    return log_probs
+
+
+def mdlm_nelbo(
+    backbone: nn.Module,
+    x0: Tensor,
+    schedule: Schedule,
+    t: Tensor,
+    mask_id: int,
+    loss_mask: Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Per-token continuous-time NELBO terms in nats, (B, L); zero where loss_mask is False or unmasked.
+
+    NELBO = E_t E_q [ -alpha'(t) / (1 - alpha(t)) * sum_{l masked} -log p(x0_l | xt) ].
+    Averaging the (B, L) result over tokens (and over t) estimates nats per token.
+    """
+    if loss_mask is None:
+        loss_mask = torch.ones_like(x0, dtype=torch.bool)
+    xt = add_noise(x0, schedule.alpha(t), mask_id, generator=generator, maskable=loss_mask)
+    logits = backbone(xt, t)
+    # Only masked positions carry loss; gather -log p(x0) from the raw logits (SUBS zeroes the mask logit).
+    logits = logits.float()
+    logits[..., mask_id] = -torch.inf
+    nll = -logits.log_softmax(-1).gather(-1, x0.unsqueeze(-1)).squeeze(-1)  # (B, L)
+    masked = (xt == mask_id) & loss_mask
+    weight = schedule.loss_weight(t)[:, None]  # (B, 1)
+    return torch.where(masked, weight * nll, torch.zeros_like(nll))
+
+
+def ar_nll(backbone: nn.Module, x0: Tensor, bos_id: int, loss_mask: Tensor | None = None) -> Tensor:
+    """Per-token next-token NLL in nats (B, L) for a causal backbone: position l is predicted from
+    bos, x0[:l]. Zero where loss_mask is False."""
+    if loss_mask is None:
+        loss_mask = torch.ones_like(x0, dtype=torch.bool)
+    inputs = torch.cat([torch.full_like(x0[:, :1], bos_id), x0[:, :-1]], dim=1)
+    logits = backbone(inputs, None).float()
+    nll = -logits.log_softmax(-1).gather(-1, x0.unsqueeze(-1)).squeeze(-1)
+    return torch.where(loss_mask, nll, torch.zeros_like(nll))

@@ -1,0 +1,72 @@
+"""Constraints every sampler honours: fixed tokens and per-position allowed alphabets.
+
+Higher-level builders (IUPAC templates, JASPAR motifs, flanks) compile down to this one plain object.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+@dataclass
+class Constraints:
+    """fixed: LongTensor[L], token id or -1 (free). allowed: BoolTensor[L, V] or None (all tokens allowed).
+
+    Fixed tokens are written before the first step and never change; `allowed` masks log-probabilities
+    before sampling (and is renormalised), so a restricted position only ever receives an allowed token.
+    """
+
+    fixed: Tensor
+    allowed: Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if self.fixed.ndim != 1:
+            raise ValueError(f"Constraints.fixed must be 1-D (L,), got shape {tuple(self.fixed.shape)}")
+        if self.allowed is not None:
+            if self.allowed.ndim != 2 or self.allowed.shape[0] != self.fixed.shape[0]:
+                raise ValueError(f"Constraints.allowed must be (L={self.length}, V), got {tuple(self.allowed.shape)}")
+            empty = (~self.allowed.any(-1)).nonzero().flatten()
+            if len(empty):
+                raise ValueError(f"no token is allowed at position(s) {empty.tolist()[:10]}")
+            fixed_pos = (self.fixed >= 0).nonzero().flatten()
+            bad = [int(i) for i in fixed_pos if not self.allowed[i, self.fixed[i]]]
+            if bad:
+                raise ValueError(f"fixed token is not in the allowed alphabet at position(s) {bad[:10]}")
+
+    @property
+    def length(self) -> int:
+        return int(self.fixed.shape[0])
+
+    @classmethod
+    def free(cls, length: int) -> Constraints:
+        return cls(torch.full((length,), -1, dtype=torch.long))
+
+    def slice(self, start: int, stop: int) -> Constraints:
+        return Constraints(self.fixed[start:stop], None if self.allowed is None else self.allowed[start:stop])
+
+    def to(self, device: torch.device | str) -> Constraints:
+        return Constraints(self.fixed.to(device), None if self.allowed is None else self.allowed.to(device))
+
+    def initial(self, num_samples: int, mask_id: int) -> Tensor:
+        """(B, L) starting sequence: fixed tokens in place, mask elsewhere."""
+        x = torch.where(self.fixed >= 0, self.fixed, torch.full_like(self.fixed, mask_id))
+        return x.unsqueeze(0).expand(num_samples, -1).clone()
+
+    def restrict(self, log_probs: Tensor) -> Tensor:
+        """Mask disallowed tokens of (B, L, V) log-probs and renormalise."""
+        if self.allowed is None:
+            return log_probs
+        allowed = self.allowed[:, : log_probs.shape[-1]]
+        log_probs = log_probs.masked_fill(~allowed, -torch.inf)
+        return log_probs - torch.logsumexp(log_probs, dim=-1, keepdim=True)
+
+    def satisfied(self, x: Tensor) -> Tensor:
+        """(B,) bool: every fixed token in place and every token allowed."""
+        fixed_ok = ((self.fixed < 0) | (x == self.fixed)).all(-1)
+        if self.allowed is None:
+            return fixed_ok
+        allowed_ok = self.allowed.gather(1, x.T).T.all(-1)  # allowed[l, x[b, l]] for all l
+        return fixed_ok & allowed_ok

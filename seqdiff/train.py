@@ -1,0 +1,86 @@
+"""`train(cfg)`: build everything from a composed Hydra config, fit, test, and write metrics.
+
+Kept apart from the `@hydra.main` wrapper in scripts/train.py so tests can call it with a composed config.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger("seqdiff.train")
+
+
+def build_backbone(cfg_model: Any, tokenizer: Any, max_len: int) -> tuple[torch.nn.Module, dict]:
+    """Instantiate cfg.model with the tokenizer-derived kwargs it accepts; returns (backbone, those kwargs)."""
+    target = instantiate({"_target_": "hydra.utils.get_class", "path": cfg_model["_target_"]})
+    params = inspect.signature(target).parameters
+    init: dict[str, Any] = {"vocab_size": tokenizer.vocab_size, "max_len": max_len}
+    if "complement_ids" in params and hasattr(tokenizer, "complement_ids"):
+        init["complement_ids"] = [int(i) for i in tokenizer.complement_ids]
+    return instantiate(cfg_model, **init), init
+
+
+def build_module(cfg: DictConfig, backbone: torch.nn.Module, tokenizer: Any) -> L.LightningModule:
+    target = instantiate({"_target_": "hydra.utils.get_class", "path": cfg.objective["_target_"]})
+    kwargs: dict[str, Any] = {"backbone": backbone, "tokenizer": tokenizer}
+    if "schedule" in inspect.signature(target).parameters:
+        kwargs["schedule"] = instantiate(cfg.noise)
+    return instantiate(cfg.objective, **kwargs)
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Fit the configured model; resume from `<run_dir>/checkpoints/last.ckpt` if present. Returns metrics."""
+    run_dir = Path(cfg.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    L.seed_everything(cfg.seed, workers=True)
+    torch.set_float32_matmul_precision("high")
+
+    tokenizer = instantiate(cfg.tokenizer)
+    datamodule = instantiate(cfg.data, tokenizer=tokenizer)
+    backbone, backbone_init = build_backbone(cfg.model, tokenizer, datamodule.window)
+    module = build_module(cfg, backbone, tokenizer)
+    module.seqdiff_config = OmegaConf.to_container(cfg, resolve=True)
+    module.backbone_init = backbone_init
+    n_params = sum(p.numel() for p in backbone.parameters())
+    log.info("backbone %s: %.2fM parameters, window %d tokens", type(backbone).__name__, n_params / 1e6,
+             datamodule.window)
+
+    callbacks = [instantiate(c) for c in cfg.callbacks.values()] if cfg.get("callbacks") else []
+    logger = instantiate(cfg.logger) if cfg.get("logger") else False
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger)
+
+    last = run_dir / "checkpoints" / "last.ckpt"
+    ckpt_path = str(last) if cfg.get("resume", True) and last.is_file() else None
+    if ckpt_path:
+        log.info("resuming from %s", ckpt_path)
+    t0 = time.perf_counter()
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    fit_seconds = time.perf_counter() - t0
+
+    metrics: dict[str, float] = {
+        k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1
+    }
+    steps = trainer.global_step
+    tokens = steps * datamodule.batch_size * datamodule.window * trainer.accumulate_grad_batches
+    metrics.update(
+        {"global_step": steps, "fit_seconds": fit_seconds, "parameters": n_params,
+         "train_tokens_per_second": tokens / fit_seconds if fit_seconds > 0 and not ckpt_path else math.nan}
+    )
+    if cfg.get("run_test", False):
+        out = trainer.test(module, datamodule=datamodule, verbose=False)
+        metrics.update({k: float(v) for k, v in (out[0] if out else {}).items()})
+    metrics["checkpoint"] = str(last)  # type: ignore[assignment]
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    log.info("metrics: %s", json.dumps(metrics))
+    return metrics

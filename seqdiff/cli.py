@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
 
-from omegaconf.errors import ConfigKeyError, ValidationError
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
 # Errors a user can cause with a bad file, path or key; anything else is a bug and keeps its traceback.
 USER_ERRORS: tuple[type[BaseException], ...] = (FileNotFoundError, ValueError, KeyError, ConfigKeyError,
@@ -25,3 +26,35 @@ def run_cli(fn: Callable[[Any], Any], cfg: Any) -> Any:
         logging.getLogger("seqdiff").debug("user error", exc_info=True)
         print(f"error: {cause}", file=sys.stderr)
         sys.exit(2)
+
+
+# ---- config errors (reliability, issue 8) ------------------------------------------------------------------------
+def run_hydra(main: Callable[[], Any]) -> Any:
+    """Call a `@hydra.main` function; a config error (unknown key, bad override, missing `???` value, unknown
+    group option) becomes one line `error: ...` and exit code 2, like run_cli's user errors, instead of Hydra's
+    multi-line report and exit code 1. Used as `run_hydra(main)` in scripts/*.py."""
+    from hydra.errors import HydraException
+
+    os.environ.setdefault("HYDRA_FULL_ERROR", "1")  # Hydra re-raises instead of printing and exiting
+    try:
+        return main()
+    except (HydraException, OmegaConfBaseException) as e:
+        logging.getLogger("seqdiff").debug("config error", exc_info=True)
+        print(f"error: {config_error_line(e)}", file=sys.stderr)
+        sys.exit(2)
+
+
+def config_error_line(e: BaseException) -> str:
+    """Hydra/OmegaConf messages span lines (and add full_key/object_type details): keep the meaning, one line."""
+    def lines(x: BaseException) -> list[str]:
+        return [ln.strip() for ln in str(x).splitlines()
+                if ln.strip() and not ln.strip().startswith(("full_key:", "object_type=", "reference_type="))]
+
+    head, cause = lines(e), lines(e.__cause__) if e.__cause__ is not None else []
+    if "Config search path:" in head:  # appended to "could not find group option" errors; not useful here
+        head = head[: head.index("Config search path:")]
+    if cause and head:
+        head = [f"{head[0].rstrip('.')}: {cause[0]}.", *head[1:]]
+    if getattr(e, "override", None):
+        head = [f"bad override {e.override!r}:", *head]
+    return " ".join(head or cause or [type(e).__name__])

@@ -29,8 +29,12 @@ def evaluate(cfg: DictConfig) -> dict:
     if cfg.fasta is not None:
         from seqdiff.data import fasta_windows
 
-        dataset = fasta_windows(cfg.fasta, tok, model.window * getattr(tok, "bases_per_token", 1),
-                                max_windows=cfg.max_windows)
+        dataset = fasta_windows(cfg.fasta, tok, model.window * getattr(tok, "bases_per_token", 1))
+        if len(dataset) == 0:
+            raise ValueError(f"{cfg.fasta}: no window of {model.window} tokens that is not mostly N")
+        if cfg.max_windows and len(dataset) > cfg.max_windows:  # spread evenly over the file
+            keep = torch.linspace(0, len(dataset) - 1, int(cfg.max_windows)).long().tolist()
+            dataset = torch.utils.data.Subset(dataset, keep)
         loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.batch_size, shuffle=False)
         source = str(cfg.fasta)
     else:

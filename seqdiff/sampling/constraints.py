@@ -70,3 +70,17 @@ class Constraints:
             return fixed_ok
         allowed_ok = self.allowed.gather(1, x.T).T.all(-1)  # allowed[l, x[b, l]] for all l
         return fixed_ok & allowed_ok
+
+
+def special_ids(tokenizer) -> list[int]:
+    """Ids of the tokenizer's special tokens (pad, mask, bos, eos, unk) that exist."""
+    names = ("pad_id", "mask_id", "bos_id", "eos_id", "unk_id")
+    return sorted({int(getattr(tokenizer, n)) for n in names if getattr(tokenizer, n, None) is not None})
+
+
+def no_special_tokens(tokenizer, length: int, vocab_size: int | None = None) -> Constraints:
+    """Free constraints that forbid special tokens everywhere: generated DNA is only bases, never [PAD] etc."""
+    V = vocab_size or tokenizer.vocab_size
+    allowed = torch.ones(length, V, dtype=torch.bool)
+    allowed[:, special_ids(tokenizer)] = False
+    return Constraints(torch.full((length,), -1, dtype=torch.long), allowed)

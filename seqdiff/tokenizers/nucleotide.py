@@ -98,7 +98,9 @@ class NucleotideTokenizer(_NucleotideBase):
         self.tokens = list(BASES) + list(SPECIAL_TOKENS)
         self.vocab = {t: i for i, t in enumerate(self.tokens)}
         self.vocab_size = len(self.tokens)
-        self.pad_id, self.mask_id, self.bos_id, self.eos_id, self.unk_id = (self.vocab[t] for t in SPECIAL_TOKENS)
+        self.pad_id, self.mask_id, self.bos_id, self.eos_id, self.unk_id = (
+            self.vocab[t] for t in SPECIAL_TOKENS
+        )
         self._id_to_str = [("-" if t == MASK else t) for t in self.tokens]
         comp = list(range(self.vocab_size))
         for a, b in zip("ACGTN", "TGCAN", strict=True):
@@ -135,13 +137,18 @@ class KmerTokenizer(_NucleotideBase):
         self.tokens = full + list(SPECIAL_TOKENS) + tails
         self.vocab = {t: i for i, t in enumerate(self.tokens)}
         self.vocab_size = len(self.tokens)
-        self.pad_id, self.mask_id, self.bos_id, self.eos_id, self.unk_id = (self.vocab[t] for t in SPECIAL_TOKENS)
+        self.pad_id, self.mask_id, self.bos_id, self.eos_id, self.unk_id = (
+            self.vocab[t] for t in SPECIAL_TOKENS
+        )
         # first id of the tail k-mers of each length n < k (same base-5 order within a length)
         self._tail_offset = {n: self.vocab[BASES[0] * n] for n in range(1, k)}
         self._powers = 5 ** np.arange(k - 1, -1, -1, dtype=np.int64)
         self._id_to_str = [("-" * k if t == MASK else t) for t in self.tokens]
         self.complement_ids = torch.tensor(
-            [i if t in SPECIAL_TOKENS else self.vocab[t[::-1].translate(_COMPLEMENT)] for i, t in enumerate(self.tokens)],
+            [
+                i if t in SPECIAL_TOKENS else self.vocab[t[::-1].translate(_COMPLEMENT)]
+                for i, t in enumerate(self.tokens)
+            ],
             dtype=torch.long,
         )
         self.hf_tokenizer = HFTokenizer(models.WordLevel(self.vocab, unk_token=UNK))

@@ -1,0 +1,16 @@
+"""Benchmark MDLM vs AR vs Markov: `python scripts/benchmark.py [benchmark=full]` -> benchmarks/RESULTS.md."""
+
+import hydra
+from omegaconf import DictConfig
+
+from seqdiff.cli import run_cli
+from seqdiff.evaluation.benchmark import run
+
+
+@hydra.main(config_path="../configs", config_name="benchmark", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    run_cli(run, cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,19 @@
+"""Constrained design: `python scripts/design.py checkpoint=PATH template=STRING num_samples=N out=designs.fasta`.
+
+See configs/design.yaml for every option (flanks, fixed spans, JASPAR motifs, sampler=ancestral|remasking).
+"""
+
+import hydra
+from omegaconf import DictConfig
+
+from seqdiff.cli import run_cli
+from seqdiff.design_run import design
+
+
+@hydra.main(config_path="../configs", config_name="design", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    run_cli(design, cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,16 @@
+"""Fine-tune a seqdiff denoiser on a labelled-DNA task: `python scripts/finetune.py task=splice checkpoint=PATH`."""
+
+import hydra
+from omegaconf import DictConfig
+
+from seqdiff.cli import run_cli
+from seqdiff.evaluation.downstream.run import finetune
+
+
+@hydra.main(config_path="../configs", config_name="finetune", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    run_cli(finetune, cfg)
+
+
+if __name__ == "__main__":
+    main()

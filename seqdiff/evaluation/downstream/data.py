@@ -1,0 +1,93 @@
+"""Tokenised classification data: encoding, the long-sequence policy, validation carving, batching."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from sklearn.model_selection import train_test_split
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+log = logging.getLogger("seqdiff.downstream")
+
+LONG_POLICIES = ("truncate", "tile", "error")
+
+
+def encode_sequences(
+    sequences: Sequence[str], tokenizer, window: int | None, long_sequences: str = "truncate", what: str = "data"
+) -> list[Tensor]:
+    """Strings -> LongTensor[L_i] token ids, applying the long-sequence policy against `window` (tokens).
+
+    truncate: keep the central `window` tokens (junction/TSS-centred tasks carry the signal in the middle);
+    tile: keep everything, the classifier runs ceil(L/window) windows and pools over all of them;
+    error: refuse. window=None (CNN, k-mer models) keeps every sequence whole.
+    """
+    if long_sequences not in LONG_POLICIES:
+        raise ValueError(f"long_sequences must be one of {LONG_POLICIES}, got {long_sequences!r}")
+    out = []
+    for i, s in enumerate(sequences):
+        try:
+            out.append(torch.as_tensor(tokenizer.encode(s), dtype=torch.long))
+        except ValueError as e:
+            raise ValueError(f"{what} sequence #{i}: {e}") from None
+    if window is None:
+        return out
+    long = [i for i, x in enumerate(out) if len(x) > window]
+    if not long:
+        return out
+    longest = max(len(out[i]) for i in long)
+    msg = f"{len(long)} of {len(out)} {what} sequences exceed the model window of {window} tokens (longest {longest})"
+    if long_sequences == "error":
+        raise ValueError(f"{msg}; set long_sequences=truncate or long_sequences=tile")
+    if long_sequences == "truncate":
+        log.warning("%s: truncating them to their central %d tokens", msg, window)
+        for i in long:
+            start = (len(out[i]) - window) // 2
+            out[i] = out[i][start : start + window]
+    else:
+        log.warning("%s: tiling them into up to %d windows whose features are pooled together", msg,
+                    math.ceil(longest / window))
+    return out
+
+
+def carve_validation(labels: Sequence[int], fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Stratified (train_idx, val_idx) split of the training set; the seed changes the split."""
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"val_fraction must be in (0, 1), got {fraction}")
+    idx = np.arange(len(labels))
+    counts = np.bincount(np.asarray(labels))
+    stratify = labels if counts[counts > 0].min() >= 2 else None  # a singleton class cannot be stratified
+    tr, va = train_test_split(idx, test_size=fraction, random_state=seed, stratify=stratify)
+    return np.sort(tr), np.sort(va)
+
+
+class TokenDataset(Dataset):
+    def __init__(self, tokens: Sequence[Tensor], labels: Sequence[int]) -> None:
+        self.tokens, self.labels = list(tokens), torch.as_tensor(list(labels), dtype=torch.long)
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
+        return self.tokens[i], self.labels[i]
+
+
+def collate(pad_id: int):
+    """Pad a list of (tokens[L_i], label) to {"x": LongTensor[B, L_max] (pad_id after the end), "y": [B]}."""
+
+    def fn(batch: list[tuple[Tensor, Tensor]]) -> dict[str, Tensor]:
+        xs, ys = zip(*batch, strict=True)
+        x = torch.nn.utils.rnn.pad_sequence(list(xs), batch_first=True, padding_value=pad_id)
+        return {"x": x, "y": torch.stack(ys)}
+
+    return fn
+
+
+def loader(tokens, labels, pad_id: int, batch_size: int, shuffle: bool, seed: int = 0) -> DataLoader:
+    g = torch.Generator().manual_seed(seed)
+    return DataLoader(TokenDataset(tokens, labels), batch_size=batch_size, shuffle=shuffle,
+                      collate_fn=collate(pad_id), generator=g)

@@ -1,0 +1,132 @@
+"""Sequence encoders for classification: tokens [B, L] + mask [B, L] -> pooled features [B, D].
+
+`BackboneEncoder` wraps any seqdiff denoiser (Transformer, BiMamba, Caduceus-PS/Ph) without knowing its
+internals: a forward hook on the backbone's `head` layer captures the head's input, the final hidden states.
+Caduceus runs both strands through the head as one batch of 2B (the second B rows are the reverse
+complements, flipped along L); the hook sees k*B rows, pools each copy with its own (flipped) mask and
+averages the copies, which gives strand-invariant features of width `head.in_features` for every backbone.
+
+`CNNEncoder` is the small convolutional baseline (embedding -> dilated conv stack -> pooling).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+POOLS = ("mean", "max")
+
+
+def masked_pool(h: Tensor, mask: Tensor, how: str) -> Tensor:
+    """h: (B, L, D), mask: BoolTensor (B, L) of real tokens -> (B, D)."""
+    m = mask.unsqueeze(-1).to(h.dtype)
+    if how == "mean":
+        return (h * m).sum(1) / m.sum(1).clamp(min=1.0)
+    if how == "max":
+        return h.masked_fill(~mask.unsqueeze(-1), float("-inf")).amax(1).nan_to_num(0.0, neginf=0.0)
+    raise ValueError(f"pool must be one of {POOLS}, got {how!r}")
+
+
+class BackboneEncoder(nn.Module):
+    """A pretrained (or fresh) denoiser as a feature extractor; sequences longer than max_len are tiled.
+
+    The backbone always runs in eval mode, with t=None (clean input), also while it is fine-tuned
+    (gradients flow all the same): dropout is 0 in the seqdiff configs anyway, and Caduceus-Ph's training-mode
+    random strand flips would otherwise change which strand each pooled feature comes from.
+    """
+
+    def __init__(self, backbone: nn.Module, pad_id: int, pool: str = "mean") -> None:
+        super().__init__()
+        head = getattr(backbone, "head", None)
+        if not isinstance(head, nn.Linear):
+            raise TypeError(f"{type(backbone).__name__} has no `head` nn.Linear whose input could serve as "
+                            "features; a backbone for fine-tuning must end in `self.head = nn.Linear(d, V)`")
+        if pool not in POOLS:
+            raise ValueError(f"pool must be one of {POOLS}, got {pool!r}")
+        self.backbone, self.pad_id, self.pool = backbone, pad_id, pool
+        self.window = int(backbone.max_len)
+        self.out_features = head.in_features
+        self._captured: list[Tensor] = []
+        head.register_forward_hook(lambda _m, inputs, _out: self._captured.append(inputs[0]))
+
+    def train(self, mode: bool = True) -> BackboneEncoder:
+        super().train(mode)
+        self.backbone.eval()
+        return self
+
+    def hidden(self, x: Tensor) -> Tensor:
+        """Tokens (B, L) with L <= window -> head inputs (k, B, L, D) for the k strand copies."""
+        self._captured.clear()
+        self.backbone(x)
+        h = self._captured.pop()
+        B = x.shape[0]
+        if h.shape[0] % B or h.shape[1] != x.shape[1]:
+            raise RuntimeError(f"head input of shape {tuple(h.shape)} does not match tokens {tuple(x.shape)}")
+        return h.view(h.shape[0] // B, B, *h.shape[1:])
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        B, L = x.shape
+        W = self.window
+        n = math.ceil(L / W)
+        if n > 1:  # tile: (B, n*W) -> (B*n, W); a padded last tile is masked out of the pooling
+            x = F.pad(x, (0, n * W - L), value=self.pad_id).view(B * n, W)
+            mask = F.pad(mask, (0, n * W - L), value=False)
+        h = self.hidden(x)  # (k, B*n, W', D)
+        k, D = h.shape[0], h.shape[-1]
+        Wt = h.shape[2]
+        h = h.reshape(k, B, n * Wt, D)
+        pooled = []
+        for j in range(k):  # copies after the first are reverse complements: flip each tile's mask
+            m = mask if j == 0 else mask.view(B, n, Wt).flip(-1).reshape(B, n * Wt)
+            pooled.append(masked_pool(h[j], m, self.pool))
+        return torch.stack(pooled).mean(0)  # (B, D)
+
+
+class MemoizedEncoder(nn.Module):
+    """Caches a frozen encoder's pooled features per distinct token row (keyed by its bytes).
+
+    A linear probe then costs one backbone pass per distinct sequence for all epochs and seeds (the frozen
+    backbone runs in eval mode with t=None, so its features are deterministic).
+    """
+
+    def __init__(self, encoder: nn.Module) -> None:
+        super().__init__()
+        self.encoder, self.out_features = encoder, encoder.out_features
+        self.encoder.requires_grad_(False)
+        self._cache: dict[bytes, Tensor] = {}
+
+    @torch.no_grad()
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        keys = [row.numpy().tobytes() for row in x.cpu()]
+        miss = [i for i, k in enumerate(keys) if k not in self._cache]
+        if miss:
+            feats = self.encoder(x[miss], mask[miss])
+            for i, f in zip(miss, feats, strict=True):
+                self._cache[keys[i]] = f
+        return torch.stack([self._cache[k] for k in keys])
+
+
+class CNNEncoder(nn.Module):
+    """Embedding -> n_layers x (Conv1d, GELU, BatchNorm) with growing dilation -> masked pooling -> (B, C)."""
+
+    def __init__(self, vocab_size: int, pad_id: int, channels: int = 128, kernel_size: int = 9,
+                 n_layers: int = 3, pool: str = "max") -> None:
+        super().__init__()
+        if pool not in POOLS:
+            raise ValueError(f"pool must be one of {POOLS}, got {pool!r}")
+        self.pad_id, self.pool, self.out_features = pad_id, pool, channels
+        self.embed = nn.Embedding(vocab_size, channels, padding_idx=pad_id)
+        self.convs = nn.ModuleList(
+            nn.Conv1d(channels, channels, kernel_size, padding="same", dilation=2**i) for i in range(n_layers)
+        )
+        self.norms = nn.ModuleList(nn.BatchNorm1d(channels) for _ in range(n_layers))
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        h = self.embed(x).transpose(1, 2)  # (B, C, L)
+        m = mask.unsqueeze(1).to(h.dtype)
+        for conv, norm in zip(self.convs, self.norms, strict=True):
+            h = h + norm(F.gelu(conv(h * m)))  # residual; zero the pads so they carry no signal
+        return masked_pool(h.transpose(1, 2), mask, self.pool)

@@ -1,0 +1,32 @@
+"""`StepTimer`: a Lightning callback that records the wall time of every training step (for tokens/s, MFU).
+
+Step time = on_train_batch_start -> on_train_batch_end (forward, backward, optimiser, EMA), so validation,
+checkpointing and start-up are excluded. The times are written as JSON to `path` when training ends.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+
+
+class StepTimer(L.Callback):
+    def __init__(self, path: str) -> None:
+        self.path = Path(path)
+        self.times: list[float] = []
+        self._t0 = 0.0
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+        self._t0 = time.perf_counter()
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        self.times.append(time.perf_counter() - self._t0)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.write_text(json.dumps({"step_seconds": self.times}) + "\n")

@@ -1,0 +1,123 @@
+"""Low-confidence remasking sampler (LLaDA-style unmasking order + ReMDM-style remasking).
+
+Same contract as `AncestralSampler`: `timesteps(device)` and `step(log_p_x0, xt, t, s, mask_id, generator)`,
+driven by `seqdiff.sampling.sample` / `denoise`. Each step from t to s:
+
+1. draw x0 ~ p(x0 | xt) at every masked position and note its probability (the confidence);
+2. unmask the k most confident draws (LLaDA's "low-confidence remasking": the least confident draws go
+   back to mask), where k keeps the masked fraction on the schedule, (1 - alpha(s)) of the free positions;
+3. remask r already decoded tokens, those whose confidence *when they were decoded* was lowest
+   (ReMDM-conf), with r ~ sigma_t * (#decoded), sigma_t = min(eta, (1 - alpha_s) / alpha_t) (ReMDM-cap).
+   Remasked tokens are predicted again, now with more context. eta = 0 gives pure LLaDA decoding.
+
+Never remasked: any token that was already unmasked at the first step of a trajectory. That covers the
+fixed tokens of `Constraints` (written by the loop before the first step), the context of a
+semi-autoregressive block, and any tokens given to `denoise` for infilling. `fixed` (BoolTensor[L] or
+Constraints) adds positions explicitly, for callers that drive `step` themselves.
+
+The sampler keeps per-trajectory state (decode-time confidences), reset when a step starts at t = 1, so one
+instance serves many `denoise` calls in turn but not two interleaved trajectories.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from seqdiff.noise import LogLinearSchedule, Schedule
+from seqdiff.sampling.constraints import Constraints
+
+
+def _stochastic_round(x: Tensor, generator: torch.Generator | None) -> Tensor:
+    """Round a float tensor up with probability equal to its fractional part (unbiased)."""
+    u = torch.rand(x.shape, generator=generator, device=x.device, dtype=torch.float64)
+    return (x.floor() + (u < (x - x.floor())).double()).long()
+
+
+def _top_k_mask(scores: Tensor, k: Tensor) -> Tensor:
+    """(B, L) bool: for each row b, the k[b] highest scores (-inf scores are never chosen)."""
+    order = scores.argsort(dim=-1, descending=True)
+    ranks = torch.empty_like(order)
+    ranks.scatter_(-1, order, torch.arange(scores.shape[-1], device=scores.device).expand_as(order))
+    return (ranks < k[:, None]) & torch.isfinite(scores)
+
+
+class RemaskingSampler:
+    """Confidence-ordered unmasking with low-confidence remasking (LLaDA / ReMDM) on `num_steps` steps.
+
+    eta: remasking strength (the ReMDM-cap sigma), 0 disables remasking. remask_window: remask only while
+    t is in [t_off, t_on] (ReMDM remasks in the middle of the trajectory, not at the very start or end).
+    temperature: applied to the log-probs before drawing and scoring (1 = the model's distribution).
+    """
+
+    def __init__(self, schedule: Schedule | None = None, num_steps: int = 128, eta: float = 0.05,
+                 t_on: float = 0.9, t_off: float = 0.1, temperature: float = 1.0,
+                 fixed: Tensor | Constraints | None = None) -> None:
+        if num_steps < 1:
+            raise ValueError(f"num_steps must be >= 1, got {num_steps}")
+        if not 0.0 <= eta <= 1.0:
+            raise ValueError(f"eta must be in [0, 1], got {eta}")
+        if not 0.0 <= t_off <= t_on <= 1.0:
+            raise ValueError(f"need 0 <= t_off <= t_on <= 1, got t_off={t_off}, t_on={t_on}")
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        self.schedule = schedule or LogLinearSchedule()
+        self.num_steps, self.eta, self.t_on, self.t_off, self.temperature = num_steps, eta, t_on, t_off, temperature
+        if isinstance(fixed, Constraints):
+            fixed = fixed.fixed >= 0
+        self.fixed = None if fixed is None else fixed.bool()
+        self._frozen: Tensor | None = None  # (B, L) tokens never remasked in the current trajectory
+        self._conf: Tensor | None = None  # (B, L) decode-time probability of each decoded token
+
+    def timesteps(self, device: torch.device | str | None = None) -> Tensor:
+        """(num_steps + 1,) times from 1 down to 0."""
+        return torch.linspace(1.0, 0.0, self.num_steps + 1, device=device)
+
+    def _start(self, xt: Tensor, mask_id: int) -> None:
+        frozen = xt != mask_id
+        if self.fixed is not None:
+            if self.fixed.shape[-1] != xt.shape[-1]:
+                raise ValueError(f"RemaskingSampler.fixed covers {self.fixed.shape[-1]} positions but the "
+                                 f"sequence has {xt.shape[-1]} (tokens given at the start are frozen anyway)")
+            frozen = frozen | self.fixed.to(xt.device)
+        self._frozen = frozen
+        self._conf = torch.ones(xt.shape, dtype=torch.float64, device=xt.device)
+
+    def step(self, log_p_x0: Tensor, xt: Tensor, t: float, s: float, mask_id: int,
+             generator: torch.Generator | None = None) -> Tensor:
+        if t >= 1.0 or self._frozen is None or self._frozen.shape != xt.shape:
+            self._start(xt, mask_id)
+        frozen, conf = self._frozen, self._conf
+        masked = xt == mask_id  # (B, L)
+        if frozen.any() and (masked & frozen).any():
+            raise ValueError("a frozen (fixed) position is masked: fixed tokens must be in place before step 1")
+
+        from seqdiff.sampling.samplers import sample_categorical
+
+        log_p = log_p_x0 / self.temperature if self.temperature != 1.0 else log_p_x0
+        x0 = sample_categorical(log_p, generator)  # (B, L)
+        p_x0 = log_p.double().log_softmax(-1).gather(-1, x0.unsqueeze(-1)).squeeze(-1).exp()  # (B, L)
+
+        free = ~frozen
+        n_free = free.sum(-1).double()  # (B,)
+        n_masked = masked.sum(-1)
+        a_t = float(self.schedule.alpha(torch.tensor(t, dtype=torch.float64)))
+        a_s = float(self.schedule.alpha(torch.tensor(s, dtype=torch.float64))) if s > 0 else 1.0
+        target = torch.zeros_like(n_masked) if s <= 0 else _stochastic_round((1.0 - a_s) * n_free, generator)
+        target = torch.minimum(target, n_masked)  # masks left after this step (never more than now)
+
+        # Remask r low-confidence decoded tokens (ReMDM-cap), only while t is inside the remasking window.
+        decoded = ~masked & free
+        r = torch.zeros_like(n_masked)
+        if self.eta > 0 and s > 0 and self.t_off <= t <= self.t_on and a_t > 0:
+            sigma = min(self.eta, (1.0 - a_s) / a_t)
+            r = torch.minimum(_stochastic_round(sigma * decoded.sum(-1).double(), generator), target)
+        remask = _top_k_mask(torch.where(decoded, -conf, -torch.inf), r)
+
+        k = n_masked - target + r  # unmask k so that masked count becomes target after remasking r
+        unmask = _top_k_mask(torch.where(masked, p_x0, -torch.inf), k)
+
+        x = torch.where(unmask, x0, xt)
+        x = torch.where(remask, torch.full_like(x, mask_id), x)
+        self._conf = torch.where(unmask, p_x0, torch.where(remask, torch.ones_like(conf), conf))
+        return x

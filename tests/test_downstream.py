@@ -1,0 +1,230 @@
+"""Downstream classifier, metrics, protocol and entry points (tiny models; real splice data)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef, roc_auc_score
+
+from seqdiff.backbones import Transformer
+from seqdiff.checkpoint import CheckpointError
+from seqdiff.evaluation.downstream import (
+    BackboneEncoder,
+    CNNEncoder,
+    Context,
+    DenoiserMethod,
+    KmerLRMethod,
+    SequenceClassifier,
+    Task,
+    score,
+)
+from seqdiff.evaluation.downstream.baselines import fit_kmer_lr, predict_proba
+from seqdiff.evaluation.downstream.encoders import MemoizedEncoder
+from seqdiff.evaluation.downstream.protocol import CNNMethod, fit_and_test
+from seqdiff.evaluation.downstream.run import benchmark, finetune, markdown_table
+from seqdiff.tokenizers import KmerTokenizer, NucleotideTokenizer
+
+CONFIGS = str(Path(__file__).resolve().parents[1] / "configs")
+TINY = {"_target_": "seqdiff.backbones.Transformer", "d_model": 32, "n_layers": 1, "n_heads": 2, "mlp_ratio": 2,
+        "d_cond": 16, "dropout": 0.0, "time_conditioning": False, "causal": False, "abs_positions": False}
+TRAINER = {"_target_": "lightning.Trainer", "accelerator": "cpu", "devices": 1, "max_epochs": 1,
+           "enable_progress_bar": False, "enable_model_summary": False, "num_sanity_val_steps": 0,
+           "log_every_n_steps": 1}
+
+
+def write_checkpoint(path: Path, tokenizer=None, max_len: int = 64, seed: int = 0) -> Path:
+    """A seqdiff checkpoint (the layout scripts/train.py writes) around a tiny random transformer."""
+    tokenizer = tokenizer or NucleotideTokenizer()
+    torch.manual_seed(seed)
+    init = {"vocab_size": tokenizer.vocab_size, "max_len": max_len}
+    backbone = Transformer(**init, **{k: v for k, v in TINY.items() if k != "_target_"})
+    torch.save({"state_dict": {f"backbone.{k}": v for k, v in backbone.state_dict().items()},
+                "seqdiff": {"config": {"model": TINY}, "tokenizer": tokenizer.config(), "objective": "mdlm",
+                            "backbone_init": init, "schedule": None}}, path)
+    return path
+
+
+def poly_task(n: int = 80, seed: int = 0) -> Task:
+    """Mostly-A vs mostly-C sequences of varying length (15% of bases random), 2 classes."""
+    rng = np.random.default_rng(seed)
+
+    def make(base: str, k: int) -> list[str]:
+        out = []
+        for _ in range(k):
+            s = np.array(list(base * int(rng.integers(20, 41))))
+            noise = rng.random(len(s)) < 0.15
+            s[noise] = rng.choice(list("ACGT"), noise.sum())
+            out.append("".join(s))
+        return out
+
+    return Task("poly", make("A", n) + make("C", n), ["A"] * n + ["C"] * n, make("A", 40) + make("C", 40),
+                ["A"] * 40 + ["C"] * 40)
+
+
+def ctx(tmp_path: Path, **trainer) -> Context:
+    return Context(NucleotideTokenizer(), {**TRAINER, **trainer}, batch_size=16, val_fraction=0.2,
+                   run_dir=tmp_path, keep_checkpoints=False)
+
+
+def test_metrics_agree_with_sklearn():
+    rng = np.random.default_rng(0)
+    for C in (2, 3):
+        y = rng.integers(0, C, 200)
+        logits = rng.normal(size=(200, C)) + 1.5 * np.eye(C)[y]  # informative but imperfect
+        probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+        pred = probs.argmax(1)
+        got = score(probs, y)
+        assert got["acc"] == pytest.approx(accuracy_score(y, pred), abs=1e-6)
+        assert got["mcc"] == pytest.approx(matthews_corrcoef(y, pred), abs=1e-5)
+        assert got["f1"] == pytest.approx(f1_score(y, pred, average="macro"), abs=1e-5)
+        ref_auc = roc_auc_score(y, probs[:, 1]) if C == 2 else roc_auc_score(y, probs, multi_class="ovr")
+        assert got["auroc"] == pytest.approx(ref_auc, abs=1e-4)
+
+
+def test_head_learns_poly_a_vs_poly_c(tmp_path):
+    torch.manual_seed(0)
+    tok = NucleotideTokenizer()
+    encoder = BackboneEncoder(Transformer(tok.vocab_size, 64, d_model=32, n_layers=1, n_heads=2, d_cond=16), tok.pad_id)
+    module = SequenceClassifier(encoder, 2, tok.pad_id, lr=3e-3)
+    result = fit_and_test(module, poly_task(), 0, ctx(tmp_path, max_epochs=4), encoder.window, "poly")
+    assert result["acc"] > 0.99 and result["auroc"] > 0.99
+    assert 0 <= result["best_epoch"] < 4 and not (tmp_path / "poly" / "seed0").exists()  # removed
+
+
+def test_tiling_pools_over_windows():
+    torch.manual_seed(0)
+    tok = NucleotideTokenizer()
+    enc = BackboneEncoder(Transformer(tok.vocab_size, 8, d_model=32, n_layers=1, n_heads=2, d_cond=16), tok.pad_id).eval()
+    x = torch.tensor([tok.encode("ACGTACGTTTGGCCAA")])  # 16 tokens = 2 windows of 8
+    with torch.no_grad():
+        tiled = enc(x, torch.ones_like(x, dtype=torch.bool))
+        halves = enc(x.view(2, 8), torch.ones(2, 8, dtype=torch.bool)).mean(0, keepdim=True)
+        short = enc(x[:, :12], torch.ones(1, 12, dtype=torch.bool))  # a padded last tile is masked out
+        manual = torch.cat([enc.hidden(x[:, :8])[0], enc.hidden(torch.cat([x[:, 8:12], torch.full((1, 4), tok.pad_id)], 1))[0, :, :4]], 1).mean(1)
+    assert torch.allclose(tiled, halves, atol=1e-5) and torch.allclose(short, manual, atol=1e-5)
+
+
+def test_caduceus_features_through_head_hook_are_strand_invariant():
+    from seqdiff.backbones.caduceus import CaduceusPS
+
+    tok = NucleotideTokenizer()
+    torch.manual_seed(0)
+    backbone = CaduceusPS(tok.vocab_size, 32, d_model=16, n_layers=1, complement_ids=tok.complement_ids.tolist())
+    enc = BackboneEncoder(backbone, tok.pad_id).eval()
+    x = torch.tensor([tok.encode("ACGTTGCAAGGCTTAACG")])
+    mask = torch.ones_like(x, dtype=torch.bool)
+    with torch.no_grad():
+        f, f_rc = enc(x, mask), enc(tok.reverse_complement(x), mask)
+    assert f.shape == (1, 8) and torch.allclose(f, f_rc, atol=1e-5)
+
+
+def test_memoized_probe_features_and_frozen_backbone():
+    torch.manual_seed(0)
+    tok = NucleotideTokenizer()
+    inner = BackboneEncoder(Transformer(tok.vocab_size, 32, d_model=32, n_layers=1, n_heads=2, d_cond=16), tok.pad_id)
+    module = SequenceClassifier(MemoizedEncoder(inner), 2, tok.pad_id, freeze=True)
+    x = torch.tensor([tok.encode("ACGTAC"), tok.encode("TTTTAC")])
+    before = [p.clone() for p in inner.parameters()]
+    loss = module(x).sum()
+    loss.backward()
+    assert all(p.grad is None for p in inner.parameters()) and len(module.encoder._cache) == 2
+    assert torch.equal(module(x), module(x.flip(0)).flip(0))  # cache hits return the same features
+    assert all(torch.equal(a, b) for a, b in zip(before, inner.parameters(), strict=True))
+
+
+def test_cnn_and_kmer_baselines_on_poly(tmp_path):
+    task = poly_task(40)
+    assert CNNMethod(channels=16, n_layers=2, lr=3e-3).run(task, 0, ctx(tmp_path, max_epochs=3))["acc"] > 0.95
+    res = KmerLRMethod(k_max=2, Cs=(0.1, 1.0)).run(task, 0, ctx(tmp_path))
+    assert res["acc"] > 0.95 and res["C"] in (0.1, 1.0)
+    cnn = CNNEncoder(10, 5, channels=8, n_layers=1)
+    x = torch.tensor([[0, 1, 2, 5, 5]])
+    assert cnn(x, x != 5).shape == (1, 8)
+
+
+def test_kmer_lr_unseen_class_columns():
+    pipe, C, acc = fit_kmer_lr((["AAAA", "CCCC"] * 5, [0, 2] * 5), (["AAAA", "CCCC"], [0, 2]), k_max=2)
+    probs = predict_proba(pipe, ["AAAC"], num_classes=3)
+    assert probs.shape == (1, 3) and probs[0, 1] == 0 and probs.sum() == pytest.approx(1)
+
+
+def test_tokenizer_mismatch_is_a_clear_error(tmp_path):
+    ckpt = write_checkpoint(tmp_path / "kmer.ckpt", tokenizer=KmerTokenizer(3))
+    method = DenoiserMethod(checkpoint=str(ckpt))
+    with pytest.raises(CheckpointError, match="tokenizer mismatch.*KmerTokenizer.*set tokenizer="):
+        method.run(poly_task(10), 0, ctx(tmp_path))
+
+
+def test_backbone_without_head_is_refused():
+    with pytest.raises(TypeError, match="no `head` nn.Linear"):
+        BackboneEncoder(torch.nn.Embedding(10, 4), 5)
+
+
+def _compose(config: str, overrides: list[str]):
+    with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
+        return compose(config, overrides=overrides, return_hydra_config=False)
+
+
+def _finalize(cfg, run_dir: Path):
+    OmegaConf.set_struct(cfg, False)
+    cfg.run_dir = str(run_dir)
+    return cfg
+
+
+def test_task_configs_compose_and_build():
+    fixtures = Path(__file__).parent / "fixtures" / "downstream"
+    from hydra.utils import instantiate
+
+    cfg = _compose("finetune", ["task=genomic_benchmarks", "task.name=yeast_coding_mini",
+                                f"task.root={fixtures / 'genomic_benchmarks'}"])
+    assert instantiate(cfg.task).summary()["train"]["n"] == 12
+    for name in ("splice", "labeled", "yeast_coding"):
+        assert _compose("finetune", [f"task={name}"]).task["_target_"].startswith("seqdiff.evaluation.downstream")
+
+
+def test_finetune_smoke_on_splice(tmp_path):
+    """scripts/finetune.py's function: real splice data, tiny pretrained checkpoint, a few steps, 1 seed."""
+    ckpt = write_checkpoint(tmp_path / "tiny.ckpt")
+    cfg = _finalize(_compose("finetune", [
+        "task=splice", f"checkpoint={ckpt}", "seeds=[0]", "trainer.max_epochs=2", "+trainer.limit_train_batches=4",
+        "+trainer.limit_val_batches=2", "lr=1e-3"]), tmp_path / "run")
+    out = finetune(cfg)
+    assert out["method"] == "pretrained" and out["task"]["test"]["n"] == 1186
+    seed0 = out["per_seed"][0]
+    assert {"acc", "mcc", "f1", "auroc", "best_epoch", "val_acc"} <= set(seed0) and 0 <= seed0["acc"] <= 1
+    assert Path(seed0["checkpoint"]).is_file()
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["mean"]["acc"] == pytest.approx(seed0["acc"])
+
+
+def test_benchmark_smoke_writes_json_and_table(tmp_path):
+    ckpt = write_checkpoint(tmp_path / "tiny.ckpt", max_len=32)
+    fixtures = Path(__file__).parent / "fixtures" / "downstream"
+    cfg = _finalize(_compose("benchmark_downstream", [
+        "task=genomic_benchmarks", "task.name=yeast_coding_mini", f"task.root={fixtures / 'genomic_benchmarks'}",
+        f"checkpoint={ckpt}", "seeds=[0,1]", "trainer.max_epochs=1", "val_fraction=0.25", "long_sequences=tile",
+        "methods.kmer_lr.k_max=3", "methods.cnn.channels=8", "methods.cnn.n_layers=1"]), tmp_path / "bench")
+    out = benchmark(cfg)
+    assert set(out["results"]) == {"pretrained", "linear_probe", "scratch", "kmer_lr", "cnn"}
+    for r in out["results"].values():
+        assert r["n_seeds"] == 2 and set(r["mean"]) == {"acc", "mcc", "f1", "auroc"}
+    md = (tmp_path / "bench" / "results.md").read_text()
+    assert md.startswith("| method | accuracy | MCC | macro-F1 | AUROC |") and "| kmer_lr |" in md
+    assert json.loads((tmp_path / "bench" / "results.json").read_text())["seeds"] == [0, 1]
+
+
+def test_benchmark_without_checkpoint_says_what_to_do(tmp_path):
+    cfg = _finalize(_compose("benchmark_downstream", ["task=splice"]), tmp_path)
+    with pytest.raises(ValueError, match="pass checkpoint=PATH.*methods.pretrained=null"):
+        benchmark(cfg)
+
+
+def test_markdown_table_format():
+    r = {"mean": {"acc": 0.9512, "mcc": 0.9, "f1": 0.95, "auroc": 0.99},
+         "std": {"acc": 0.004, "mcc": 0.01, "f1": 0.005, "auroc": 0.001}, "n_seeds": 5}
+    assert "| cnn | 95.1 ± 0.4 | 0.900 ± 0.010 | 95.0 ± 0.5 | 0.990 ± 0.001 | 5 | 12 |" in markdown_table({"cnn": r}, {"cnn": 12.3})

@@ -3,7 +3,7 @@
 import hydra
 from omegaconf import DictConfig
 
-from seqdiff.cli import run_cli
+from seqdiff.cli import run_cli, run_hydra
 from seqdiff.evaluation.benchmark import run
 
 
@@ -13,4 +13,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_hydra(main)

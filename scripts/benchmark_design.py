@@ -31,8 +31,8 @@ def benchmark(cfg: DictConfig) -> dict:
     tok, L, n, bs = model.tokenizer, int(cfg.length), int(cfg.num_samples), int(cfg.batch_size)
     rng = np.random.default_rng(int(cfg.seed))
     dm = instantiate(model.config["data"], tokenizer=tok)
-    reference = ev.real_windows(dm.split_arrays("test"), L, n, rng)  # held-out reference spectrum
-    real = ev.real_windows(dm.split_arrays("valid"), L, n + 1, rng)  # a second held-out set: the real floor
+    reference = ev.real_windows(dm.split_arrays("test"), L, int(cfg.reference_windows), rng)  # test split
+    real = ev.real_windows(dm.split_arrays("valid"), L, n + 1, rng)  # valid split, same size as a sample set
     source, real = real[0], real[1:]
     motif = load_jaspar_motif(str(cfg.motif))
     compiled = (Design(L).flanks(source[: cfg.flank], source[-cfg.flank :])
@@ -45,19 +45,22 @@ def benchmark(cfg: DictConfig) -> dict:
     sets: dict[str, list[str]] = {"real_heldout": real, "dinucleotide_shuffle": ev.shuffled_baseline(real, rng),
                                   "dinucleotide_shuffle_constrained": ev.shuffled_baseline(real, rng, compiled)}
     timing: dict[str, dict] = {}
-    for name, scfg in cfg.samplers.items():
-        for constrained in (False, True):
-            sampler = instantiate(scfg, schedule=model.schedule)
+    for name, spec in cfg.samplers.items():
+        for which in spec.sets:
+            if which not in ("unconstrained", "constrained"):
+                raise ValueError(f"samplers.{name}.sets: expected unconstrained | constrained, got {which!r}")
+            constrained = which == "constrained"
+            sampler = instantiate(spec.sampler, schedule=model.schedule)
             g = torch.Generator().manual_seed(int(cfg.seed))
             seqs, nfe, t0 = [], 0, time.perf_counter()
             for a in range(0, n, bs):
                 out = sample(model.backbone, tok.mask_id, min(bs, n - a), L, sampler,
                              constraints=constraints if constrained else bases_only, generator=g,
-                             cache=name not in cfg.uncached)
+                             cache=bool(spec.cache))
                 seqs += [tok.decode(x) for x in out.tokens]
                 nfe += out.nfe
             sec = time.perf_counter() - t0
-            key = f"{name}_{'constrained' if constrained else 'unconstrained'}"
+            key = f"{name}_{which}"
             sets[key] = seqs
             timing[key] = {"seconds_per_sequence": sec / n, "network_calls_per_batch": nfe / -(-n // bs),
                            "batch_size": bs}

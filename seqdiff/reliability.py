@@ -9,6 +9,11 @@
 - `StepSeed`: callback that reseeds torch's global RNG before every training batch from (seed, rank, batch
   index). The noise draws of batch k then do not depend on what ran before it (validation, a DataLoader
   iterator being rebuilt, a restart), which is what makes a resumed run match an uninterrupted one.
+- `check_config_types`: every `_target_` node's values against the target's annotations, so a wrong type in
+  the config is one clear error naming the key (`trainer.max_steps=abc`), not a failure deep inside torch.
+
+`train()` always uses AtomicCheckpointIO, StepSeed and check_config_types; NonFiniteGuard is
+`callbacks.nonfinite` in configs/callbacks/default.yaml. Measurements: docs/reliability.md.
 """
 
 from __future__ import annotations

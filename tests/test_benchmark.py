@@ -93,7 +93,10 @@ def test_benchmark_runs_end_to_end_on_a_tiny_profile(tmp_path):
     res = json.loads((tmp_path / "out" / "results.json").read_text())
     assert set(res) >= {"likelihood", "generation", "training", "goals"}
     assert res["budget"]["steps"] == 6 and res["likelihood"]["windows"] == 4
-    rows = {r["name"]: r for r in res["generation"]["rows"]}
-    assert rows["AR + KV cache"]["timings"][0]["nfe"] == 128
-    assert all(t["nfe"] <= 16 for t in rows["first-hitting"]["timings"] if rows["first-hitting"]["steps"] == 16)
+    rows = res["generation"]["rows"]
+    ar = next(r for r in rows if r["name"] == "AR + KV cache")
+    assert all(t["nfe"] == 128 for t in ar["timings"])
+    for r in rows:
+        if r["name"] == "first-hitting":
+            assert all(t["nfe"] <= r["steps"] for t in r["timings"])
     assert "## Goals" in (tmp_path / "out" / "RESULTS.md").read_text()

@@ -304,3 +304,12 @@ def test_caduceus_ps_trains_with_the_diffusion_objective():
     assert all(torch.isfinite(torch.tensor(losses)))
     first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
     assert last < 0.8 * first, (first, last)
+
+
+def test_bf16_autocast_forward_and_backward():
+    m = CaduceusPS(V, 32, d_model=16, n_layers=1, complement_ids=COMP)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = m(dna_batch(2, 32))
+    assert torch.isfinite(logits).all()
+    logits.float().logsumexp(-1).sum().backward()
+    assert all(torch.isfinite(p.grad).all() for p in m.parameters() if p.grad is not None)

@@ -127,13 +127,30 @@ def test_line_holes_and_bad_ranges():
         parse_line_range("3:5")
 
 
+def _script(name: str):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_infill_script_bad_input(tmp_path):
+    from omegaconf import OmegaConf
+
     bad = tmp_path / "latin1.py"
     bad.write_bytes("s = 'caf\xe9'\n".encode("latin-1"))
     good = tmp_path / "ok.py"
     good.write_text("x = 1\ny = 2\n")
-    cases = [(bad, "1-1", "not valid UTF-8"), (good, "2-1", "empty hole"), (good, "2-9", "outside the file")]
+    infill_file = _script("infill").infill_file
+    cases = [(good, "2-1", "empty hole"), (good, "2-9", "outside the file"), (good, "a-b", "A-B"),
+             (tmp_path / "none.py", "1-1", "No such file")]
     for path, lines, message in cases:
-        p = subprocess.run([sys.executable, str(ROOT / "scripts/infill.py"), "checkpoint=missing.ckpt",
-                            f"file={path}", f"lines={lines}"], capture_output=True, text=True, cwd=ROOT)
-        assert p.returncode == 2 and message in p.stderr, p.stderr
+        cfg = OmegaConf.create({"checkpoint": "missing.ckpt", "file": str(path), "lines": lines})
+        with pytest.raises((ValueError, FileNotFoundError), match=message):
+            infill_file(cfg)
+    # through the command line: one clear line on stderr, exit code 2
+    p = subprocess.run([sys.executable, str(ROOT / "scripts/infill.py"), "checkpoint=missing.ckpt", f"file={bad}",
+                        "lines=1-1"], capture_output=True, text=True, cwd=ROOT)
+    assert p.returncode == 2 and "error:" in p.stderr and "not valid UTF-8" in p.stderr, p.stderr

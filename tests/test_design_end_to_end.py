@@ -31,11 +31,11 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
     run = tmp_path_factory.mktemp("tiny_model")
     overrides = [
         "data.genome=null", f"data.fasta={FIXTURES / 'chr20_300kb.fa'}", f"data.bed={FIXTURES / 'chr20_300kb_splits.bed'}",
-        f"+data.cache_dir={run / 'cache'}", f"data.window={WINDOW}", "data.batch_size=16",
+        f"++data.cache_dir={run / 'cache'}", f"data.window={WINDOW}", "data.batch_size=16",
         "data.train_windows_per_epoch=512", "data.max_eval_windows=8",
         "model.d_model=32", "model.n_layers=2", "model.n_heads=2", "model.d_cond=32",
         "trainer.max_steps=30", "trainer.val_check_interval=30", "trainer.limit_val_batches=1",
-        "+trainer.enable_progress_bar=false", "callbacks.checkpoint.every_n_train_steps=30", "~logger",
+        "++trainer.enable_progress_bar=false", "callbacks.checkpoint.every_n_train_steps=30", "~logger",
         f"run_dir={run}", "run_test=false",
     ]
     threads = torch.get_num_threads()

@@ -213,6 +213,8 @@ def test_imputation_never_changes_given_cells(adult, tiny_model, seed, rate, row
 def test_impute_frame_keeps_given_values_exactly(adult, tiny_model):
     frame, _, tok = adult
     masked = T.mask_cells(frame.iloc[:50], 0.3, seed=1)
+    masked["workclass"] = masked["workclass"].astype(object)
+    masked.loc[masked["workclass"].notna().idxmax(), "workclass"] = "Astronaut"  # unseen: given as [UNK]
     out = impute_frame(tiny_model, tok, masked, steps=8, num_draws=3)
     given = masked.notna().to_numpy()
     for j, c in enumerate(frame.columns):
@@ -246,7 +248,9 @@ def test_identical_tables_score_perfectly(correlated):
     assert all(v == 1.0 for v in T.column_shapes(df, df, kinds).values())
     assert all(v == pytest.approx(1.0) for v in T.pair_trends(df, df, kinds).values())
     assert abs(T.detection_auc(df, df.copy(), kinds) - 0.5) < 0.05
-    assert abs(T.detection_auc(df, df.copy(), kinds, model="gbm") - 0.5) < 0.05
+    # a flexible detector scores exact copies *below* 0.5 (each held-out row's twin in the training fold
+    # carries the other label): documented, and itself a sign of copying
+    assert T.detection_auc(df, df.copy(), kinds, model="gbm") < 0.55
     dcr = T.distance_to_closest_record(df, df, kinds)
     assert dcr["exact_copies"] == 1.0 and dcr["median"] == 0.0
 

@@ -250,8 +250,10 @@ def selective_scan(
         delta = F.softplus(delta)
     if B.dim() == 3:
         B, C = B.unsqueeze(1), C.unsqueeze(1)
-    if impl == "fused":
-        y = _FusedScan.apply(u.contiguous(), delta.contiguous(), A.contiguous(), B.contiguous(), C.contiguous())
+    if impl == "fused":  # one dtype for its out= buffers: a common float type (float32 under bf16 autocast)
+        dt = torch.promote_types(torch.promote_types(u.dtype, A.dtype), torch.float32)
+        args = (t.to(dt).contiguous() for t in (u, delta, A, B, C))
+        y = _FusedScan.apply(*args).to(u.dtype)
     elif impl in SCAN_IMPLS:
         fn = {"naive": _scan_naive, "unbind": _scan_unbind, "logstep": _scan_logstep, "chunked": _scan_chunked}
         y = fn[impl](u, delta, A, _expand_groups(B, u.shape[1]), _expand_groups(C, u.shape[1]))

@@ -90,6 +90,11 @@ class GenomeDataModule(L.LightningDataModule):
         self.load()
         return self.genome.region_arrays(self.splits[split])
 
+    def prepare_data(self) -> None:
+        # Lightning runs this on local rank 0 before setup() on every rank: the byte cache is built once per
+        # node instead of by every DDP rank at once into the same files (reliability, issue 8).
+        self.load()
+
     def setup(self, stage: str | None = None) -> None:
         self.load()
         w = self.window_bases

@@ -12,6 +12,7 @@ import gzip
 import json
 import os
 import re
+import tempfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,6 +101,16 @@ def _ensure_cache(fasta: Path, cache_dir: Path, progress: bool) -> dict[str, int
     tmp.write_text(json.dumps({"key": key, "lengths": lengths}, indent=1))
     os.replace(tmp, index)  # index written last: a crash mid-build leaves no valid-looking cache
     return lengths
+
+
+def validate_fasta(fasta: str | os.PathLike) -> dict[str, int]:
+    """Check a FASTA exactly as the genome cache does (errors name file:line) without keeping a cache; returns
+    {name: length}. For FASTA read another way (pyfaidx, evaluation). Reliability, issue 8."""
+    fasta = Path(fasta)
+    if not fasta.exists():
+        raise FileNotFoundError(f"FASTA not found: {fasta}")
+    with tempfile.TemporaryDirectory(prefix="seqdiff-validate-") as d:
+        return _build_cache(fasta, Path(d), progress=False)
 
 
 def _numbered_lines(f, fasta: Path):

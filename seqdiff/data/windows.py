@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from seqdiff.data.genome import N_BYTE, Genome, Region
+from seqdiff.data.genome import N_BYTE, Genome, Region, validate_fasta
 
 _MAX_TRIES = 32  # rejection-sampling attempts before falling back to a known-good tile
 
@@ -103,7 +103,7 @@ class TrainWindows(Dataset):
         self.cum = np.cumsum([len(r) - window + 1 for r in self.regions])
         self.tile_region, self.tile_start = _good_tiles(genome, self.regions, window, max_n_frac)
         if self.tile_start.size == 0:
-            raise ValueError(f"train split: no {window:,} bp window has at most {max_n_frac:.0%} N")
+            raise ValueError(f"{genome.fasta}: train split: no {window:,} bp window has at most {max_n_frac:.0%} N")
 
     def __len__(self) -> int:
         return self.n
@@ -219,4 +219,5 @@ class FastaWindows(Dataset):
 
 def fasta_windows(path: str | os.PathLike, tokenizer, window: int, max_n_frac: float = 0.5) -> FastaWindows:
     """Window an arbitrary FASTA for evaluation (`scripts/evaluate.py fasta=ANY.fa`); window in bases."""
+    validate_fasta(path)  # reliability (issue 8): bad bytes / no header -> ValueError naming file:line
     return FastaWindows(path, tokenizer, window, max_n_frac)

@@ -27,7 +27,12 @@ from seqdiff.checkpoint import load as load_checkpoint
 from seqdiff.data.windows import EvalWindows
 from seqdiff.diffusion.objective import ar_nll
 from seqdiff.evaluation.design import kmer_js
-from seqdiff.evaluation.flops import TransformerShape, measure_gemm, measure_matmul_throughput, transformer_train_flops
+from seqdiff.evaluation.flops import (
+    TransformerShape,
+    measure_gemm,
+    measure_matmul_throughput,
+    transformer_train_flops,
+)
 from seqdiff.evaluation.generation import Models
 from seqdiff.evaluation.likelihood import evaluate_likelihood
 from seqdiff.evaluation.markov import best_markov
@@ -130,10 +135,10 @@ def generation(cfg: DictConfig, models: Models, tok, dm) -> dict:
     floor = {"name": "held-out DNA (floor)", "js": kmer_js(_decode(tok, floor_set), reference, ks),
              "ar_bits_per_base": _ar_bits(models, floor_set, tok)}
     rows = []
-    dtype = DTYPES[g_cfg.dtype]
     warm = torch.Generator().manual_seed(cfg.seed)
     for spec in g_cfg.samplers:
         runner = instantiate(spec.runner, _partial_=True)
+        dtype = DTYPES[spec.get("dtype") or g_cfg.dtype]
         for steps in spec.get("steps") or [None]:
             runner(models, 1, 32, steps if steps is None else min(steps, 4), warm, dtype)  # warm-up, untimed
             samples, timings = [], []
@@ -147,7 +152,8 @@ def generation(cfg: DictConfig, models: Models, tok, dm) -> dict:
                 samples.append(out.tokens)
                 log.info("%s steps=%s B=%d: %.2fs, %d calls", spec.name, steps, b, wall, out.nfe)
             samples = torch.cat(samples)
-            rows.append({"name": spec.name, "steps": steps, "timings": timings,
+            rows.append({"name": spec.name, "steps": steps, "dtype": spec.get("dtype") or g_cfg.dtype,
+                         "timings": timings,
                          "js": kmer_js(_decode(tok, samples), reference, ks),
                          "ar_bits_per_base": _ar_bits(models, samples, tok)})
     return {"length": g_cfg.length, "batch_sizes": list(g_cfg.batch_sizes), "dtype": g_cfg.dtype, "ks": ks,

@@ -93,7 +93,8 @@ def render(res: dict) -> str:
             t = _b16(r, bs)
             cells += ["-"] * 3 if t is None else [_f(t["seconds"], ".2f"), str(t["nfe"]), _f(t["tokens_per_second"], ".0f")]
         steps = "-" if r["steps"] is None else str(r["steps"])
-        lines.append(f"| {r['name']} | {steps} | " + " | ".join(cells) + " | "
+        name = r["name"] + (" (bf16)" if r.get("dtype") == "bfloat16" else "")
+        lines.append(f"| {name} | {steps} | " + " | ".join(cells) + " | "
                      + " | ".join(_f(js(r, kk), ".4f") for kk in ks) + f" | {_f(r['ar_bits_per_base'])} |")
     fl = gen["floor"]
     lines.append(f"| {fl['name']} | - | " + " | ".join(["-"] * 3 * len(gen["batch_sizes"])) + " | "

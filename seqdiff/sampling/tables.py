@@ -82,6 +82,8 @@ def impute_tokens(backbone: nn.Module, tokenizer: TableTokenizer, x: Tensor, ste
     token in columns that have any cell to impute; all other cells are returned unchanged."""
     imputed_cols = (x == tokenizer.mask_id).any(0).tolist()
     constraints = column_constraints(tokenizer, [not m for m in imputed_cols])
+    # a given cell may be [UNK] (a category unseen at fit time) in a column whose alphabet lacks it
+    constraints.allowed[:, tokenizer.unk_id] |= (x == tokenizer.unk_id).any(0)
     given_missing = (x == tokenizer.missing_ids()) & torch.tensor(imputed_cols)
     if given_missing.any():  # a column is imputed in some rows but explicitly missing in others
         raise ValueError("a column cannot both be imputed and keep given missing cells; mask those cells too")
@@ -122,7 +124,7 @@ def impute_frame(backbone: nn.Module, tokenizer: TableTokenizer, frame: pd.DataF
         rows = np.flatnonzero(miss[:, j])
         if not rows.size:
             continue
-        vals = pd.concat([d[name].iloc[rows].reset_index(drop=True) for d in draws], axis=1)
+        vals = pd.concat([d[name].iloc[rows].reset_index(drop=True) for d in draws], axis=1, ignore_index=True)
         if tokenizer.kinds[name] == "categorical":
             fill = vals.mode(axis=1)[0] if num_draws > 1 else vals[0]
         else:

@@ -211,11 +211,12 @@ class TableTokenizer:
         return torch.tensor(self._offsets, dtype=torch.long)
 
     def column_allowed(self, missing: bool = True) -> torch.Tensor:
-        """BoolTensor[C, V]: tokens column c may take (its block, + [UNK] if categorical; missing optional)."""
+        """BoolTensor[C, V]: tokens column c may take: its block (missing token optional), plus [UNK] for a
+        categorical column that had rare categories (the only columns whose [UNK] the model was trained on)."""
         self._require_fitted()
         allowed = self.column_of.unsqueeze(0) == torch.arange(self.n_columns).unsqueeze(1)
         for j, c in enumerate(self.columns):
-            allowed[j, self.unk_id] = c["kind"] == "categorical"
+            allowed[j, self.unk_id] = c["kind"] == "categorical" and bool(c["rare"])
             allowed[j, self._offsets[j]] = missing
         return allowed
 

@@ -8,7 +8,13 @@ from seqdiff.evaluation.downstream.classifier import SequenceClassifier
 from seqdiff.evaluation.downstream.encoders import BackboneEncoder, CNNEncoder
 from seqdiff.evaluation.downstream.metrics import classification_metrics, score
 from seqdiff.evaluation.downstream.protocol import CNNMethod, Context, DenoiserMethod, KmerLRMethod, run_seeds
-from seqdiff.evaluation.downstream.tasks import Task, genomic_benchmarks_task, labeled_task, read_labeled, splice_task
+from seqdiff.evaluation.downstream.tasks import (
+    Task,
+    genomic_benchmarks_task,
+    labeled_task,
+    read_labeled,
+    splice_task,
+)
 
 __all__ = [
     "Task", "splice_task", "genomic_benchmarks_task", "labeled_task", "read_labeled", "SequenceClassifier",

@@ -56,8 +56,10 @@ def _split(task: Task, seed: int, val_fraction: float):
 
 
 def fit_and_test(module: SequenceClassifier, task: Task, seed: int, ctx: Context, window: int | None,
-                 name: str) -> dict[str, float]:
-    """Train `module` with the protocol; returns test metrics of the best-validation epoch."""
+                 name: str, max_epochs: int | None = None) -> dict[str, float]:
+    """Train `module` with the protocol; returns test metrics of the best-validation epoch.
+
+    max_epochs (a method's own budget) overrides the shared trainer config's."""
     train, val, test = _split(task, seed, ctx.val_fraction)
     pad = ctx.tokenizer.pad_id
     enc = {part: encode_sequences(data[0], ctx.tokenizer, window, ctx.long_sequences, f"{task.name} {part}")
@@ -65,7 +67,9 @@ def fit_and_test(module: SequenceClassifier, task: Task, seed: int, ctx: Context
     out_dir = ctx.run_dir / name / f"seed{seed}"
     ckpt = ModelCheckpoint(dirpath=out_dir / "checkpoints", filename="epoch{epoch}", auto_insert_metric_name=False,
                            monitor="val/acc", mode="max", save_top_k=1, save_weights_only=True)
-    trainer: L.Trainer = instantiate(ctx.trainer, callbacks=[ckpt], logger=CSVLogger(out_dir, name="logs", version=""))
+    extra = {} if max_epochs is None else {"max_epochs": max_epochs}
+    trainer: L.Trainer = instantiate(ctx.trainer, callbacks=[ckpt], logger=CSVLogger(out_dir, name="logs", version=""),
+                                     **extra)
     trainer.fit(module, loader(enc["train"], train[1], pad, ctx.batch_size, True, seed),
                 loader(enc["val"], val[1], pad, ctx.batch_size, False))
     best = ckpt.best_model_path
@@ -89,8 +93,9 @@ class DenoiserMethod:
 
     def __init__(self, checkpoint: str | None = None, freeze: bool = False, lr: float = 1e-4,
                  weight_decay: float = 0.01, dropout: float = 0.1, pool: str = "mean",
-                 architecture_from: str | None = None, model: Any = None, window: int = 256) -> None:
-        self.checkpoint, self.freeze, self.pool = checkpoint, freeze, pool
+                 architecture_from: str | None = None, model: Any = None, window: int = 512,
+                 max_epochs: int | None = None) -> None:
+        self.checkpoint, self.freeze, self.pool, self.max_epochs = checkpoint, freeze, pool, max_epochs
         self.hparams = {"lr": lr, "weight_decay": weight_decay, "dropout": dropout}
         self.architecture_from, self.model, self.window = architecture_from, model, window
         self._loaded = None
@@ -131,14 +136,16 @@ class DenoiserMethod:
                 self._probe_encoder = encoder if self.checkpoint else None
         module = SequenceClassifier(encoder, task.num_classes, ctx.tokenizer.pad_id, self.freeze, **self.hparams)
         window = encoder.encoder.window if isinstance(encoder, MemoizedEncoder) else encoder.window
-        return fit_and_test(module, task, seed, ctx, window, name)
+        return fit_and_test(module, task, seed, ctx, window, name, self.max_epochs)
 
 
 class CNNMethod:
     """The small CNN baseline on the task tokenizer's ids (no window: convolutions take any length)."""
 
     def __init__(self, channels: int = 128, kernel_size: int = 9, n_layers: int = 3, pool: str = "max",
-                 lr: float = 1e-3, weight_decay: float = 0.01, dropout: float = 0.1) -> None:
+                 lr: float = 1e-3, weight_decay: float = 0.01, dropout: float = 0.1,
+                 max_epochs: int | None = None) -> None:
+        self.max_epochs = max_epochs
         self.arch = {"channels": channels, "kernel_size": kernel_size, "n_layers": n_layers, "pool": pool}
         self.hparams = {"lr": lr, "weight_decay": weight_decay, "dropout": dropout}
 
@@ -147,7 +154,7 @@ class CNNMethod:
         tok = ctx.tokenizer
         encoder = CNNEncoder(tok.vocab_size, tok.pad_id, **self.arch)
         module = SequenceClassifier(encoder, task.num_classes, tok.pad_id, False, **self.hparams)
-        return fit_and_test(module, task, seed, ctx, None, name)
+        return fit_and_test(module, task, seed, ctx, None, name, self.max_epochs)
 
 
 class KmerLRMethod:

@@ -158,7 +158,8 @@ def main() -> None:
     out["machine"] = {"processor": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
                       "torch": torch.__version__, "threads": torch.get_num_threads(),
                       "load_average_at_start": os.getloadavg()[0]}
-    out["command"] = "python scripts/benchmark_caduceus.py " + " ".join(sys.argv[1:])
+    command = "python scripts/benchmark_caduceus.py " + " ".join(sys.argv[1:])
+    out.setdefault("commands", {}).update({part: command for part in args.parts})  # what produced each part
     if "scan" in args.parts:
         rows = []
         for impl in args.scans:
@@ -191,7 +192,7 @@ def main() -> None:
         print(f"\nEqual training budget: {args.train_steps} steps")
         for r in rows:
             m = r.get("metrics", {})
-            keys = {k: v for k, v in m.items() if "bits" in k or k in ("parameters", "fit_seconds")}
+            keys = {k: v for k, v in m.items() if "bpb" in k or "bits" in k or k in ("parameters", "fit_seconds")}
             print(f"{r['model']}: {keys or r.get('error')}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=2) + "\n")

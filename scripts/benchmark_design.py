@@ -10,6 +10,7 @@ import json
 import os
 import platform
 import time
+from pathlib import Path
 
 import hydra
 import numpy as np
@@ -44,9 +45,20 @@ def benchmark(cfg: DictConfig) -> dict:
 
     sets: dict[str, list[str]] = {"real_heldout": real, "dinucleotide_shuffle": ev.shuffled_baseline(real, rng),
                                   "dinucleotide_shuffle_constrained": ev.shuffled_baseline(real, rng, compiled)}
-    timing: dict[str, dict] = {}
+    # Generated sets are saved as they finish and reused on a re-run with the same settings, so a crash (or a
+    # killed process) during scoring does not cost the sampling again.
+    cache_path = Path(cfg.samples_cache or f"{cfg.out}.samples.json")
+    key_cfg = {k: OmegaConf.to_container(cfg, resolve=True)[k] for k in
+               ("checkpoint", "length", "num_samples", "batch_size", "steps", "flank", "motif", "motif_strand",
+                "samplers", "seed")}
+    saved = json.loads(cache_path.read_text()) if cache_path.is_file() else {}
+    saved = saved if saved.get("settings") == key_cfg else {"settings": key_cfg, "sets": {}, "timing": {}}
+    timing: dict[str, dict] = saved["timing"]
     for name, spec in cfg.samplers.items():
         for which in spec.sets:
+            if f"{name}_{which}" in saved["sets"]:
+                sets[f"{name}_{which}"] = saved["sets"][f"{name}_{which}"]
+                continue
             if which not in ("unconstrained", "constrained"):
                 raise ValueError(f"samplers.{name}.sets: expected unconstrained | constrained, got {which!r}")
             constrained = which == "constrained"
@@ -61,9 +73,11 @@ def benchmark(cfg: DictConfig) -> dict:
                 nfe += out.nfe
             sec = time.perf_counter() - t0
             key = f"{name}_{which}"
-            sets[key] = seqs
+            sets[key] = saved["sets"][key] = seqs
             timing[key] = {"seconds_per_sequence": sec / n, "network_calls_per_batch": nfe / -(-n // bs),
                            "batch_size": bs}
+            with atomic_write(cache_path) as f:
+                f.write(json.dumps(saved) + "\n")
             print(f"{key}: {sec / n:.2f} s/sequence, {nfe} network calls", flush=True)
 
     results = {name: ev.summarize(seqs, reference, compiled=compiled, motifs=[motif]) for name, seqs in sets.items()}

@@ -8,23 +8,28 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
+from omegaconf.errors import ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException, ValidationError
 
 # Errors a user can cause with a bad file, path or key; anything else is a bug and keeps its traceback.
 USER_ERRORS: tuple[type[BaseException], ...] = (FileNotFoundError, ValueError, KeyError, ConfigKeyError,
-                                                 ValidationError, TypeError)
+                                                 ValidationError, TypeError, MissingMandatoryValue)
 
 
 def run_cli(fn: Callable[[Any], Any], cfg: Any) -> Any:
+    from hydra.errors import InstantiationException
+
     try:
         return fn(cfg)
-    except USER_ERRORS as e:
+    except (*USER_ERRORS, InstantiationException) as e:
         cause = e
         # hydra.utils.instantiate wraps constructor errors; report the root cause, which names the key/file.
-        while cause.__cause__ is not None and isinstance(cause.__cause__, USER_ERRORS):
+        while cause.__cause__ is not None and isinstance(cause.__cause__, (*USER_ERRORS, InstantiationException)):
             cause = cause.__cause__
+        if not isinstance(cause, USER_ERRORS):  # a constructor failed for another reason: a bug, keep the trace
+            raise
         logging.getLogger("seqdiff").debug("user error", exc_info=True)
-        print(f"error: {cause}", file=sys.stderr)
+        msg = config_error_line(cause) if isinstance(cause, OmegaConfBaseException) else str(cause)
+        print(f"error: {msg}", file=sys.stderr)
         sys.exit(2)
 
 
@@ -35,13 +40,21 @@ def run_hydra(main: Callable[[], Any]) -> Any:
     multi-line report and exit code 1. Used as `run_hydra(main)` in scripts/*.py."""
     from hydra.errors import HydraException
 
-    os.environ.setdefault("HYDRA_FULL_ERROR", "1")  # Hydra re-raises instead of printing and exiting
+    before = os.environ.get("HYDRA_FULL_ERROR")  # "1": the user asked for Hydra's full traces
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra re-raises instead of printing and exiting with code 1
     try:
         return main()
     except (HydraException, OmegaConfBaseException) as e:
+        if before == "1":
+            raise
         logging.getLogger("seqdiff").debug("config error", exc_info=True)
         print(f"error: {config_error_line(e)}", file=sys.stderr)
         sys.exit(2)
+    finally:
+        if before is None:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+        else:
+            os.environ["HYDRA_FULL_ERROR"] = before
 
 
 def config_error_line(e: BaseException) -> str:

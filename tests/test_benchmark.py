@@ -32,13 +32,16 @@ def test_profiles_compose_and_runners_resolve(profile):
 
 def _row(name, steps, seconds16, js4):
     return {"name": name, "steps": steps, "js": {"2": 0.01, "4": js4, "6": 0.1}, "ar_bits_per_base": 1.9,
-            "timings": [{"batch": 1, "seconds": 1.0, "nfe": 8, "tokens_per_second": 1024.0},
-                        {"batch": 16, "seconds": seconds16, "nfe": 8, "tokens_per_second": 16384 / seconds16}]}
+            "timings": [{"batch": 1, "seconds": 1.0, "cpu_seconds": 1.0, "nfe": 8, "tokens_per_second": 1024.0,
+                         "tokens_per_cpu_second": 1024.0},
+                        {"batch": 16, "seconds": 2 * seconds16, "cpu_seconds": seconds16, "nfe": 8,
+                         "tokens_per_second": 8192 / seconds16, "tokens_per_cpu_second": 16384 / seconds16}]}
 
 
 def fake_results():
-    model = {"step_seconds_median": 1.0, "tokens_per_second": 8192.0, "fit_tokens_per_second": 7000.0,
-             "fit_seconds": 100.0, "train_flops_per_step": 1e10, "model_flops_per_second": 1e10, "mfu": 0.25,
+    model = {"step_seconds_median": 1.0, "step_cpu_seconds_median": 0.9, "tokens_per_second": 8192.0,
+             "tokens_per_cpu_second": 9000.0, "fit_tokens_per_second": 7000.0, "fit_seconds": 100.0,
+             "train_flops_per_step": 1e10, "model_flops_per_cpu_second": 1.1e10, "mfu": 0.25, "mfu_wall": 0.2,
              "mfu_fit": 0.2}
     lik = {"bits_per_base": 1.95, "stderr": 0.01, "timestep_samples": 8}
     return {
@@ -54,8 +57,10 @@ def fake_results():
                                                        _row("AR + KV cache", None, 4.0, 0.03)],
                        "floor": {"name": "held-out DNA (floor)", "js": {"2": 0.0, "4": 0.01, "6": 0.05},
                                  "ar_bits_per_base": 1.9}},
-        "training": {"matmul": {"dtype": "float32", "size": 1024, "flops_per_second": 4e10},
+        "training": {"matmul": {"dtype": "float32", "size": 1024, "flops_per_second": 4e10,
+                                "flops_per_cpu_second": 4.2e10},
                      "model_shape_gemm": [8192, 128, 512], "model_shape_gemm_flops_per_second": 3e10,
+                     "model_shape_gemm_flops_per_cpu_second": 3.1e10,
                      "precision": "32-true", "models": {"mdlm": model, "ar": model}},
     }
 

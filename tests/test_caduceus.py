@@ -292,7 +292,7 @@ def test_caduceus_ps_trains_with_the_diffusion_objective():
     m = CaduceusPS(V, 128, d_model=32, n_layers=2, d_state=8, complement_ids=COMP, time_conditioning=True)
     opt = torch.optim.AdamW(m.parameters(), lr=3e-3)
     sched, g = LogLinearSchedule(), torch.Generator().manual_seed(0)
-    x0 = dna_batch(8, 128, seed=1, mask_frac=0.0)
+    x0 = dna_batch(8, 64, seed=1, mask_frac=0.0)
     losses = []
     for _ in range(30):
         t = sample_t(8, generator=g)

@@ -150,6 +150,12 @@ def test_infill_script_bad_input(tmp_path):
         cfg = OmegaConf.create({"checkpoint": "missing.ckpt", "file": str(path), "lines": lines})
         with pytest.raises((ValueError, FileNotFoundError), match=message):
             infill_file(cfg)
+
+
+@pytest.mark.slow  # a fresh interpreter importing torch + Lightning: slow on a loaded machine
+def test_infill_script_exit_code(tmp_path):
+    bad = tmp_path / "latin1.py"
+    bad.write_bytes("s = 'caf\xe9'\n".encode("latin-1"))
     # through the command line: one clear line on stderr, exit code 2
     p = subprocess.run([sys.executable, str(ROOT / "scripts/infill.py"), "checkpoint=missing.ckpt", f"file={bad}",
                         "lines=1-1"], capture_output=True, text=True, cwd=ROOT)

@@ -221,7 +221,7 @@ def test_benchmark_smoke_writes_json_and_table(tmp_path):
 
 def test_benchmark_without_checkpoint_says_what_to_do(tmp_path):
     cfg = _finalize(_compose("benchmark_downstream", ["task=splice"]), tmp_path)
-    with pytest.raises(ValueError, match="pass checkpoint=PATH.*methods.pretrained=null"):
+    with pytest.raises(ValueError, match=r"linear_probe, pretrained need .*pass checkpoint=PATH .*methods.linear_probe=null methods.pretrained=null"):
         benchmark(cfg)
 
 

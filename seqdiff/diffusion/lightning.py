@@ -81,12 +81,14 @@ class SequenceLM(L.LightningModule):
         return loss
 
     # ---- EMA ----------------------------------------------------------------------------------------------
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        if self.ema is None:
-            return
-        with torch.no_grad():
-            ema_p = list(self.ema.parameters())
-            torch._foreach_lerp_(ema_p, [p.detach() for p in self.backbone.parameters()], 1.0 - self.ema_decay)
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        # Updating here (not in on_train_batch_end, which runs after the checkpoint callback) means a
+        # step-N checkpoint holds the step-N EMA, so a resumed run matches an uninterrupted one exactly.
+        super().optimizer_step(*args, **kwargs)
+        if self.ema is not None:
+            with torch.no_grad():
+                torch._foreach_lerp_(list(self.ema.parameters()),
+                                     [p.detach() for p in self.backbone.parameters()], 1.0 - self.ema_decay)
 
     # ---- optimisation -------------------------------------------------------------------------------------
     def configure_optimizers(self) -> dict:

@@ -8,6 +8,7 @@ hole's first line). Metrics per (method, mode, hole kind):
 - exact: the middle equals the truth after whitespace normalisation (each line's runs of whitespace collapsed
   and ends stripped, blank lines dropped);
 - valid: `ast.parse(prefix + middle + suffix)` succeeds (every original file parses);
+- blank: the middle is whitespace only (a blank fill keeps many files parsable, like `pass`);
 - seconds per infilled line (wall time of the model calls, on this machine's shared CPU).
 """
 
@@ -156,6 +157,7 @@ def summarize(records: Sequence[Record]) -> list[dict]:
             row[f"{kind}_n"] = len(k)
             row[f"{kind}_exact"] = sum(r.exact for r in k) / len(k) if k else float("nan")
             row[f"{kind}_valid"] = sum(r.valid for r in k) / len(k) if k else float("nan")
+        row["blank"] = sum(not r.middle.strip() for r in rs) / len(rs)  # whitespace-only middles
         lines = sum(r.last - r.first + 1 for r in rs)
         row["seconds_per_line"] = sum(r.seconds for r in rs) / lines
         row["nfe_per_line"] = sum(r.nfe for r in rs) / lines
@@ -166,13 +168,13 @@ def summarize(records: Sequence[Record]) -> list[dict]:
 def markdown_table(rows: Sequence[dict], bits: dict[str, dict] | None = None) -> str:
     """The results table (plus bits/token per method when given)."""
     head = ("| method | mode | single-line exact | single-line valid | multi-line exact | multi-line valid "
-            "| s / line | NFE / line | bits / token |")
-    out = [head, "|" + "---|" * 9]
+            "| blank middle | s / line | NFE / line | bits / token |")
+    out = [head, "|" + "---|" * 10]
     for r in rows:
         b = (bits or {}).get(r["method"])
         bt = f"{b['bits_per_token']:.3f} ± {b['stderr']:.3f}{' (bound)' if b.get('bound') else ''}" if b else "-"
         out.append(f"| {r['method']} | {r['mode']} | {r['single_exact']:.1%} | {r['single_valid']:.1%} | "
-                   f"{r['multi_exact']:.1%} | {r['multi_valid']:.1%} | {r['seconds_per_line']:.3f} | "
+                   f"{r['multi_exact']:.1%} | {r['multi_valid']:.1%} | {r['blank']:.1%} | {r['seconds_per_line']:.3f} | "
                    f"{r['nfe_per_line']:.1f} | {bt} |")
     return "\n".join(out) + "\n"
 

@@ -137,6 +137,7 @@ def nearest_neighbour_identity(queries: Sequence[str], reference: Iterable[str |
 
     refs: list[str | np.ndarray] = []  # kept raw (str or uint8 ASCII); encoded chunk by chunk to save memory
     hits: list[tuple[np.ndarray, np.ndarray]] = []  # (reference position, index into the query k-mer table)
+    n_hits = np.zeros(len(codes), dtype=np.int64)  # reference hits of each query k-mer so far
     for r, seq in enumerate(reference):
         refs.append(seq)
         for a in range(0, max(len(seq) - k + 1, 0), chunk):
@@ -145,13 +146,14 @@ def nearest_neighbour_identity(queries: Sequence[str], reference: Iterable[str |
             lo, hi = np.searchsorted(codes, kc[pos], "left"), np.searchsorted(codes, kc[pos], "right")
             reps = hi - lo
             qidx = np.repeat(lo, reps) + (np.arange(reps.sum()) - np.repeat(np.cumsum(reps) - reps, reps))
-            hits.append((np.repeat(pos + a, reps) + r * (1 << 40), qidx))  # reference id packed in high bits
+            n_hits += np.bincount(qidx, minlength=len(codes))
+            keep = n_hits[qidx] <= max_hits_per_kmer  # repeats stop being collected: memory stays bounded
+            hits.append((np.repeat(pos + a, reps)[keep] + r * (1 << 40), qidx[keep]))  # ref id in high bits
     best = np.full(len(qs), np.nan)
     if not hits:
         return best
     rpos, qidx = np.concatenate([h[0] for h in hits]), np.concatenate([h[1] for h in hits])
-    per_kmer = np.bincount(qidx, minlength=len(codes))
-    keep = per_kmer[qidx] <= max_hits_per_kmer
+    keep = n_hits[qidx] <= max_hits_per_kmer
     rpos, qidx = rpos[keep], qidx[keep]
     votes: dict[int, dict[int, int]] = defaultdict(lambda: defaultdict(int))
     diag = rpos - offset[qidx]

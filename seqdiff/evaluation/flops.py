@@ -68,7 +68,8 @@ def generation_flops_ar(shape: TransformerShape, batch: int, length: int) -> int
 class MatmulThroughput:
     dtype: str
     size: int
-    flops_per_second: float
+    flops_per_second: float  # per wall-clock second
+    flops_per_cpu_second: float  # per second of this process's CPU time (robust to other jobs' load)
     seconds: float
 
     def as_dict(self) -> dict:
@@ -76,19 +77,22 @@ class MatmulThroughput:
 
 
 def measure_gemm(m: int, k: int, n: int, dtype: torch.dtype = torch.float32, seconds: float = 1.0,
-                 min_reps: int = 3) -> float:
-    """FLOP/s of (m, k) @ (k, n) on this machine: repeated for about `seconds`, best of three windows."""
+                 min_reps: int = 3) -> tuple[float, float]:
+    """(FLOP per wall second, FLOP per CPU second) of (m, k) @ (k, n): repeated for about `seconds`, best of
+    three windows each."""
     a, b = torch.randn(m, k).to(dtype), torch.randn(k, n).to(dtype)
     out = torch.empty(m, n, dtype=dtype)
     torch.mm(a, b, out=out)  # warm-up (threads, packing buffers)
-    best = 0.0
+    best, best_cpu = 0.0, 0.0
     for _ in range(3):
-        reps, t0 = 0, time.perf_counter()
+        reps, t0, c0 = 0, time.perf_counter(), time.process_time()
         while reps < min_reps or time.perf_counter() - t0 < seconds / 3:
             torch.mm(a, b, out=out)
             reps += 1
-        best = max(best, 2.0 * m * k * n * reps / (time.perf_counter() - t0))
-    return best
+        flops = 2.0 * m * k * n * reps
+        best = max(best, flops / (time.perf_counter() - t0))
+        best_cpu = max(best_cpu, flops / max(time.process_time() - c0, 1e-9))
+    return best, best_cpu
 
 
 def measure_matmul_throughput(dtype: torch.dtype = torch.float32, sizes: tuple[int, ...] = (512, 1024, 2048),
@@ -96,5 +100,6 @@ def measure_matmul_throughput(dtype: torch.dtype = torch.float32, sizes: tuple[i
     """The machine's attainable dense-matmul FLOP/s: the best square GEMM over `sizes`."""
     t0 = time.perf_counter()
     rates = {n: measure_gemm(n, n, n, dtype, seconds / len(sizes)) for n in sizes}
-    n_best = max(rates, key=rates.get)
-    return MatmulThroughput(str(dtype).removeprefix("torch."), n_best, rates[n_best], time.perf_counter() - t0)
+    n_best = max(rates, key=lambda n: rates[n][1])
+    return MatmulThroughput(str(dtype).removeprefix("torch."), n_best, rates[n_best][0], rates[n_best][1],
+                            time.perf_counter() - t0)

@@ -47,12 +47,15 @@ def column_constraints(tokenizer: TableTokenizer, missing: bool | Sequence[bool]
 
 
 @torch.no_grad()
-def fill_masked(backbone: nn.Module, x: Tensor, mask_id: int, constraints: Constraints, steps: int = 64,
+def fill_masked(backbone: nn.Module, x: Tensor, mask_id: int, constraints: Constraints, steps: int | None = None,
                 schedule: Schedule | None = None, batch_size: int = 1024, generator: torch.Generator | None = None,
                 progress: bool = False) -> Tensor:
-    """Denoise every mask token of x (N, C) in batches; tokens that are not masked never change."""
+    """Denoise every mask token of x (N, C) in batches; tokens that are not masked never change.
+
+    steps=None: one step per column, i.e. about one cell unmasked per row and step. In a large batch nearly
+    every step unmasks some cell somewhere, so the network is called about `steps` times per batch."""
     device = next(backbone.parameters()).device
-    sampler = AncestralSampler(schedule or LogLinearSchedule(), num_steps=steps)
+    sampler = AncestralSampler(schedule or LogLinearSchedule(), num_steps=steps or x.shape[1])
     constraints = constraints.to(device)
     out = []
     for start in range(0, len(x), batch_size):
@@ -65,7 +68,7 @@ def fill_masked(backbone: nn.Module, x: Tensor, mask_id: int, constraints: Const
     return torch.cat(out) if out else x.clone()
 
 
-def sample_rows(backbone: nn.Module, tokenizer: TableTokenizer, num_rows: int, steps: int = 64,
+def sample_rows(backbone: nn.Module, tokenizer: TableTokenizer, num_rows: int, steps: int | None = None,
                 schedule: Schedule | None = None, batch_size: int = 1024, generator: torch.Generator | None = None,
                 missing: bool = True, progress: bool = False) -> Tensor:
     """LongTensor[num_rows, C] of unconditional synthetic rows (missing values generated like real ones
@@ -75,7 +78,7 @@ def sample_rows(backbone: nn.Module, tokenizer: TableTokenizer, num_rows: int, s
                        batch_size, generator, progress)
 
 
-def impute_tokens(backbone: nn.Module, tokenizer: TableTokenizer, x: Tensor, steps: int = 64,
+def impute_tokens(backbone: nn.Module, tokenizer: TableTokenizer, x: Tensor, steps: int | None = None,
                   schedule: Schedule | None = None, batch_size: int = 1024,
                   generator: torch.Generator | None = None, progress: bool = False) -> Tensor:
     """x: LongTensor[N, C] with mask_id in the cells to impute. Imputed cells never receive the missing
@@ -102,7 +105,7 @@ def _as_missing_mask(frame: pd.DataFrame, columns: Sequence[str] | None) -> np.n
 
 
 def impute_frame(backbone: nn.Module, tokenizer: TableTokenizer, frame: pd.DataFrame,
-                 columns: Sequence[str] | None = None, num_draws: int = 1, steps: int = 64,
+                 columns: Sequence[str] | None = None, num_draws: int = 1, steps: int | None = None,
                  schedule: Schedule | None = None, batch_size: int = 1024, seed: int = 0,
                  progress: bool = False) -> pd.DataFrame:
     """Fill the missing cells of `frame` (only in `columns` if given); every other cell is returned exactly
@@ -137,7 +140,7 @@ def impute_frame(backbone: nn.Module, tokenizer: TableTokenizer, frame: pd.DataF
     return out
 
 
-def sample_frame(backbone: nn.Module, tokenizer: TableTokenizer, num_rows: int, steps: int = 64,
+def sample_frame(backbone: nn.Module, tokenizer: TableTokenizer, num_rows: int, steps: int | None = None,
                  schedule: Schedule | None = None, batch_size: int = 1024, seed: int = 0,
                  missing: bool = True, progress: bool = False) -> pd.DataFrame:
     """DataFrame of `num_rows` synthetic rows; numeric bins are decoded to a random value within the bin."""

@@ -66,24 +66,33 @@ def finetune(cfg: DictConfig) -> dict:
 def benchmark(cfg: DictConfig) -> dict:
     """Every method in cfg.methods (a null entry is skipped) on cfg.task over cfg.seeds; JSON + markdown."""
     task, ctx = _setup(cfg, keep_checkpoints=False)
+    methods = {name: mcfg for name, mcfg in cfg.methods.items() if mcfg is not None}
+    if not methods:
+        raise ValueError("every method is null; nothing to run")
+    # fail before any training, not after an hour of baselines
+    need = [name for name, mcfg in methods.items() if mcfg.get("checkpoint", "absent") is None]
+    if need:
+        raise ValueError(f"method(s) {', '.join(need)} need a pretrained model: pass checkpoint=PATH (or "
+                         + " ".join(f"methods.{n}=null" for n in need) + ")")
     results, seconds = {}, {}
-    for name, mcfg in cfg.methods.items():
-        if mcfg is None:
-            continue
-        if mcfg.get("checkpoint", "absent") is None:
-            raise ValueError(f"method {name} needs a pretrained model: pass checkpoint=PATH (or methods.{name}=null)")
+    for name, mcfg in methods.items():
         method = instantiate(mcfg, _recursive_=False)
         t0 = time.perf_counter()
         results[name] = run_seeds(method, task, _seeds(cfg), ctx, name)
         seconds[name] = time.perf_counter() - t0
         log.info("%s: %s (%.0f s)", name, format_summary(results[name]), seconds[name])
+        out = _write_benchmark(cfg, task, ctx, results, seconds)  # after every method: partial results survive
+    print(out["table"])
+    log.info("results in %s/results.{json,md}", ctx.run_dir)
+    return out
+
+
+def _write_benchmark(cfg: DictConfig, task: Task, ctx: Context, results: dict, seconds: dict) -> dict:
     table = markdown_table(results, seconds)
     out = {"task": task.summary(), "checkpoint": cfg.checkpoint, "seeds": _seeds(cfg), "results": results,
            "seconds": seconds, "table": table, "config": OmegaConf.to_container(cfg, resolve=True)}
     _write(ctx.run_dir, "results.json", out)
     (ctx.run_dir / "results.md").write_text(table + "\n")
-    print(table)
-    log.info("results in %s/results.{json,md}", ctx.run_dir)
     return out
 
 

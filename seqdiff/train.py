@@ -42,6 +42,13 @@ def build_module(cfg: DictConfig, backbone: torch.nn.Module, tokenizer: Any) -> 
     return instantiate(cfg.objective, **kwargs)
 
 
+def _every_n(callbacks: list) -> int:
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    ns = [c._every_n_train_steps for c in callbacks if isinstance(c, ModelCheckpoint) and c._every_n_train_steps]
+    return ns[0] if ns else 1
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit the configured model; resume from `<run_dir>/checkpoints/last.ckpt` if present. Returns metrics."""
     check_config_types(cfg)  # `trainer.max_steps=abc` -> one line naming the key, before anything is built
@@ -75,6 +82,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     t0 = time.perf_counter()
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     fit_seconds = time.perf_counter() - t0
+    # ModelCheckpoint saves only every n steps: make last.ckpt the final state whatever max_steps is.
+    if trainer.global_step % _every_n(callbacks):
+        trainer.save_checkpoint(last)
 
     metrics: dict[str, float] = {
         k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1

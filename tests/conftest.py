@@ -17,7 +17,7 @@ CHR20 = FIXTURES / "chr20_300kb.fa"  # real GRCh37 chr20:35.0-35.3 Mb, see fixtu
 TINY_OVERRIDES = [
     "data.genome=null", f"data.fasta={CHR20}", "data.gap=1000", "data.window=128", "data.batch_size=8",
     "data.max_eval_windows=16", "model.d_model=32", "model.n_layers=1", "model.n_heads=2", "model.d_cond=32",
-    "trainer.max_steps=12", "trainer.val_check_interval=6", "trainer.limit_val_batches=2",
+    "trainer.max_steps=13", "trainer.val_check_interval=6", "trainer.limit_val_batches=2",
     "trainer.limit_test_batches=2", "trainer.enable_progress_bar=false", "callbacks.checkpoint.every_n_train_steps=6",
 ]
 

@@ -135,23 +135,45 @@ def nearest_neighbour_identity(queries: Sequence[str], reference: Iterable[str |
     order = np.argsort(codes, kind="stable")
     codes, owner, offset = codes[order], owner[order], offset[order]
 
+    ucodes = np.unique(codes)  # repeated k-mers (poly-A, low complexity) are searched once
+    u_lo, u_hi = np.searchsorted(codes, ucodes, "left"), np.searchsorted(codes, ucodes, "right")
     refs: list[str | np.ndarray] = []  # kept raw (str or uint8 ASCII); encoded chunk by chunk to save memory
-    hits: list[tuple[np.ndarray, np.ndarray]] = []  # (reference position, index into the query k-mer table)
-    n_hits = np.zeros(len(codes), dtype=np.int64)  # reference hits of each query k-mer so far
+    hits: list[tuple[np.ndarray, np.ndarray]] = []  # (reference position, unique query k-mer)
+    n_hits = np.zeros(len(ucodes), dtype=np.int64)  # reference hits of each unique query k-mer so far
     for r, seq in enumerate(reference):
         refs.append(seq)
         for a in range(0, max(len(seq) - k + 1, 0), chunk):
             kc, valid = _kmer_codes(encode(seq[a : a + chunk + k - 1]), k)
-            pos = np.flatnonzero(valid & np.isin(kc, codes))
-            lo, hi = np.searchsorted(codes, kc[pos], "left"), np.searchsorted(codes, kc[pos], "right")
-            reps = hi - lo
-            qidx = np.repeat(lo, reps) + (np.arange(reps.sum()) - np.repeat(np.cumsum(reps) - reps, reps))
-            n_hits += np.bincount(qidx, minlength=len(codes))
-            keep = n_hits[qidx] <= max_hits_per_kmer  # repeats stop being collected: memory stays bounded
-            hits.append((np.repeat(pos + a, reps)[keep] + r * (1 << 40), qidx[keep]))  # ref id in high bits
+            pos = np.flatnonzero(valid & np.isin(kc, ucodes))
+            u = np.searchsorted(ucodes, kc[pos])
+            n_hits += np.bincount(u, minlength=len(ucodes))
+            keep = n_hits[u] <= max_hits_per_kmer  # repeats stop being collected: memory stays bounded
+            hits.append((pos[keep] + a + r * (1 << 40), u[keep]))  # reference id packed in the high bits
     best = np.full(len(qs), np.nan)
-    if not hits:
+    rpos = np.concatenate([h[0] for h in hits]) if hits else np.zeros(0, np.int64)
+    u = np.concatenate([h[1] for h in hits]) if hits else np.zeros(0, np.int64)
+    keep = n_hits[u] <= max_hits_per_kmer
+    rpos, u = rpos[keep], u[keep]
+    reps = u_hi[u] - u_lo[u]  # expand each hit to every query position holding that k-mer
+    qidx = np.repeat(u_lo[u], reps) + (np.arange(reps.sum()) - np.repeat(np.cumsum(reps) - reps, reps))
+    if not len(qidx):
         return best
+    pairs = np.stack([owner[qidx], np.repeat(rpos, reps) - offset[qidx]], axis=1)  # (query strand, diagonal)
+    cand, votes = np.unique(pairs, axis=0, return_counts=True)
+    order = np.lexsort((-votes, cand[:, 0]))  # by query strand, most votes first
+    cand = cand[order]
+    first = np.searchsorted(cand[:, 0], cand[:, 0], "left")
+    for o, d in cand[np.arange(len(cand)) - first < top_diagonals].tolist():
+        q = strands[o]
+        r = (d + (1 << 39)) >> 40  # unpack the reference id; the diagonal may start before it (< 0)
+        ref, start = refs[r], d - (r << 40)
+        lo, hi = max(start, 0), min(start + len(q), len(ref))
+        seg = encode(ref[lo:hi])
+        qseg = q[lo - start : hi - start]
+        ident = float(((seg == qseg) & (seg >= 0)).sum()) / len(q)
+        i = o % len(qs)
+        best[i] = ident if np.isnan(best[i]) else max(best[i], ident)
+    return best
     rpos, qidx = np.concatenate([h[0] for h in hits]), np.concatenate([h[1] for h in hits])
     keep = n_hits[qidx] <= max_hits_per_kmer
     rpos, qidx = rpos[keep], qidx[keep]

@@ -91,7 +91,7 @@ class DenoiserMethod:
     """A seqdiff denoiser + pooled linear head. checkpoint=None trains the same architecture from scratch:
     the architecture of `architecture_from` (a checkpoint path) if given, else `model` with `window`."""
 
-    def __init__(self, checkpoint: str | None = None, freeze: bool = False, lr: float = 1e-4,
+    def __init__(self, checkpoint: str | None = None, freeze: bool = False, lr: float = 3e-4,
                  weight_decay: float = 0.01, dropout: float = 0.1, pool: str = "mean",
                  architecture_from: str | None = None, model: Any = None, window: int = 512,
                  max_epochs: int | None = None) -> None:

@@ -174,25 +174,6 @@ def nearest_neighbour_identity(queries: Sequence[str], reference: Iterable[str |
         i = o % len(qs)
         best[i] = ident if np.isnan(best[i]) else max(best[i], ident)
     return best
-    rpos, qidx = np.concatenate([h[0] for h in hits]), np.concatenate([h[1] for h in hits])
-    keep = n_hits[qidx] <= max_hits_per_kmer
-    rpos, qidx = rpos[keep], qidx[keep]
-    votes: dict[int, dict[int, int]] = defaultdict(lambda: defaultdict(int))
-    diag = rpos - offset[qidx]
-    for o, d in zip(owner[qidx].tolist(), diag.tolist(), strict=True):
-        votes[o][d] += 1
-    for o, dv in votes.items():
-        q = strands[o]
-        for d, _ in sorted(dv.items(), key=lambda kv: -kv[1])[:top_diagonals]:
-            r = (d + (1 << 39)) >> 40  # unpack the reference id; the diagonal may start before it (< 0)
-            ref, start = refs[r], d - (r << 40)
-            lo, hi = max(start, 0), min(start + len(q), len(ref))
-            seg = encode(ref[lo:hi])
-            qseg = q[lo - start : hi - start]
-            ident = float(((seg == qseg) & (seg >= 0)).sum()) / len(q)
-            i = o % len(qs)
-            best[i] = ident if np.isnan(best[i]) else max(best[i], ident)
-    return best
 
 
 def real_windows(arrays: Sequence[str | np.ndarray], length: int, n: int, rng: np.random.Generator,

@@ -230,7 +230,8 @@ def test_caduceus_ph_conjoined_predictions_are_strand_symmetric(time_conditionin
     torch.manual_seed(5)
     train_out = m(x, t)
     for i in range(4):
-        assert torch.allclose(train_out[i], fwd[i], atol=1e-6) or torch.allclose(train_out[i], back[i], atol=1e-6)
+        # one strand per sample in training; the batch of 4 vs 1 layout rounds differently -> float32 tolerance
+        assert torch.allclose(train_out[i], fwd[i], atol=1e-5) or torch.allclose(train_out[i], back[i], atol=1e-5)
 
 
 # ------------------------------------------------------------------------------------------ interface and errors

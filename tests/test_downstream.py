@@ -135,7 +135,14 @@ def test_memoized_probe_features_and_frozen_backbone():
     loss.backward()
     assert all(p.grad is None for p in inner.parameters()) and len(module.encoder._cache) == 2
     module.eval()  # head dropout off
-    assert torch.equal(module(x), module(x.flip(0)).flip(0))  # cache hits return the same features
+    # Cache hits hand back the stored feature tensors themselves (no recomputation), whatever the batch order.
+    inner.forward = lambda *a: pytest.fail("a cached row reached the backbone again")
+    feats = module.encoder(x, x != tok.pad_id)
+    flipped = module.encoder(x.flip(0), x.flip(0) != tok.pad_id)
+    assert torch.equal(feats, flipped.flip(0))  # exact: both are copies of the same cached tensors
+    # The head runs a GEMM whose kernel may round differently by batch position (oneDNN/MKL on AMX), so the
+    # logits agree to float32 rounding only: |logit| ~ 1, a 32-term dot product -> errors ~1e-6.
+    torch.testing.assert_close(module(x), module(x.flip(0)).flip(0), rtol=1e-5, atol=1e-5)
     assert all(torch.equal(a, b) for a, b in zip(before, inner.parameters(), strict=True))
 
 

@@ -1,13 +1,26 @@
-"""Load a trained seqdiff model from a Lightning checkpoint without Lightning: `seqdiff.load(path)`.
+"""Load a trained seqdiff model without Lightning: `seqdiff.load(path)`, safely by default.
 
-A checkpoint written by `scripts/train.py` carries, besides the weights, `checkpoint["seqdiff"]`: the
-resolved Hydra config, the tokenizer's own config (with any fitted state), the objective, the noise
-schedule and the keyword arguments the backbone was built with. That is all `load` needs.
+`path` is a Lightning checkpoint (`last.ckpt`) or a folder written by `seqdiff.save_pretrained` (Hugging Face
+Hub layout: safetensors weights + JSON config, see seqdiff/pretrained.py). A checkpoint written by
+`scripts/train.py` carries, besides the weights, `checkpoint["seqdiff"]`: the resolved Hydra config, the
+tokenizer's own config (with any fitted state), the objective, the noise schedule and the keyword arguments the
+backbone was built with. That is all `load` needs.
+
+Safety (issue 18): a `.ckpt` is a pickle. It is read with `torch.load(weights_only=True)`, which rebuilds only
+tensors and plain containers and refuses any other global, so a crafted file cannot run code. The `_target_`s
+the metadata names are checked too (only seqdiff's own backbones, tokenizers and schedules), because
+`hydra.utils.instantiate` would otherwise call whatever callable a shared file names. `trust_checkpoint=True`
+(CLI: `trust_checkpoint=true`) lifts both checks for files you made yourself.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import contextlib
+import importlib
+import pickle
+from collections.abc import Iterator
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +35,36 @@ class CheckpointError(ValueError):
     """A checkpoint is missing, unreadable or not a seqdiff checkpoint."""
 
 
+class UnsafeCheckpointError(CheckpointError):
+    """A checkpoint needs code execution to load (pickled objects, foreign `_target_`s) and is not trusted."""
+
+
+# Globals a seqdiff .ckpt needs beyond what `weights_only=True` allows by default. Measured (issue 18) with
+# torch.serialization.get_unsafe_globals_in_checkpoint on checkpoints of every kind the project writes (DNA
+# char/k-mer, MDLM and AR, bf16, tables, code BPE, fine-tuned classifiers): none. Lightning's optimizer,
+# LR-scheduler, loop and callback states are tensors, numbers, strings and dicts, and seqdiff stores its
+# metadata as plain dicts. Add a type here only if a checkpoint really needs it (tests/test_export.py
+# checks that a freshly trained checkpoint still needs nothing more).
+SAFE_GLOBALS: list[Any] = []
+
+# Set by seqdiff.cli.run_cli from a CLI's `trust_checkpoint=true`, so every loader below sees it.
+_TRUST: ContextVar[bool] = ContextVar("seqdiff_trust_checkpoint", default=False)
+
+
+@contextlib.contextmanager
+def trusted_checkpoints(trust: bool = True) -> Iterator[None]:
+    """Within this block, `load`/`read_checkpoint` default to `trust_checkpoint=trust`."""
+    token = _TRUST.set(bool(trust))
+    try:
+        yield
+    finally:
+        _TRUST.reset(token)
+
+
+def is_trusted(trust_checkpoint: bool | None = None) -> bool:
+    return _TRUST.get() if trust_checkpoint is None else bool(trust_checkpoint)
+
+
 @dataclass
 class LoadedModel:
     backbone: nn.Module  # EMA weights if trained with EMA, eval mode
@@ -30,6 +73,7 @@ class LoadedModel:
     config: dict
     objective: str  # "mdlm" or "ar"
     path: Path
+    backbone_init: dict = field(default_factory=dict)  # tokenizer-derived kwargs (vocab_size, max_len, ...)
 
     @property
     def mask_id(self) -> int:
@@ -40,34 +84,106 @@ class LoadedModel:
         return int(self.backbone.max_len)
 
 
-def read_checkpoint(path: str | Path) -> dict:
+def read_checkpoint(path: str | Path, trust_checkpoint: bool | None = None) -> dict:
+    """The checkpoint dict; `weights_only=True` unless trusted (a pickled object is refused, not executed)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
+    trusted = is_trusted(trust_checkpoint)
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        if trusted:
+            ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        else:
+            with torch.serialization.safe_globals(SAFE_GLOBALS):
+                ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:  # weights_only refused a global: the file holds pickled objects
+        raise UnsafeCheckpointError(
+            f"refusing to load {path}: it contains pickled Python objects that would run code when loaded "
+            f"({_first_line(e)}); pass trust_checkpoint=true only if you made this file yourself") from None
     except Exception as e:  # truncated or not a torch file
         raise CheckpointError(f"cannot read checkpoint {path}: {type(e).__name__}: {e}") from None
     if not isinstance(ckpt, dict) or "seqdiff" not in ckpt:
         raise CheckpointError(f"{path} is not a seqdiff checkpoint (no 'seqdiff' metadata)")
+    if not trusted:
+        check_targets(ckpt["seqdiff"], path)
     return ckpt
 
 
-def load(path: str | Path, use_ema: bool = True, device: str | torch.device = "cpu") -> LoadedModel:
-    """Rebuild backbone + tokenizer + schedule from a checkpoint written by `scripts/train.py`."""
-    ckpt = read_checkpoint(path)
+def _first_line(e: BaseException) -> str:
+    # torch's message is a page of advice; keep the line naming the refused global.
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    named = [ln for ln in lines if "GLOBAL" in ln or "Unsupported" in ln]
+    return (named or lines or [type(e).__name__])[0][:200]
+
+
+# What each `_target_` in the metadata may build when the file is not trusted: seqdiff's own classes of the
+# right kind, nothing else (hydra.utils.instantiate would call any importable callable, e.g. os.system).
+def check_targets(meta: dict, where: str | Path) -> None:
+    config = meta.get("config") or {}
+    kinds = [("model", config.get("model"), torch.nn.Module), ("tokenizer", meta.get("tokenizer"), None),
+             ("schedule", meta.get("schedule"), Schedule)]
+    for name, cfg, base in kinds:
+        if cfg is None:
+            continue
+        for target in _targets(cfg):
+            if not _allowed(target, base, "seqdiff.tokenizers." if name == "tokenizer" else "seqdiff."):
+                raise UnsafeCheckpointError(
+                    f"refusing to load {where}: its {name} config names _target_={target!r}, which is not a "
+                    f"seqdiff {name} class; pass trust_checkpoint=true only if you made this file yourself")
+
+
+def _targets(cfg: Any) -> Iterator[str]:
+    if isinstance(cfg, dict):
+        for k, v in cfg.items():
+            if k == "_target_":
+                yield str(v)
+            else:
+                yield from _targets(v)
+    elif isinstance(cfg, list):
+        for v in cfg:
+            yield from _targets(v)
+
+
+def _allowed(target: str, base: type | None, prefix: str) -> bool:
+    if not target.startswith(prefix):
+        return False
+    module, _, name = target.rpartition(".")
+    try:  # importing a seqdiff module is safe: it is this package's own code, not the file's
+        obj = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError):
+        return False
+    return isinstance(obj, type) and (base is None or issubclass(obj, base))
+
+
+def load(path: str | Path, use_ema: bool = True, device: str | torch.device = "cpu",
+         trust_checkpoint: bool | None = None) -> LoadedModel:
+    """Rebuild backbone + tokenizer + schedule from a `.ckpt` written by `scripts/train.py` or a folder written
+    by `save_pretrained`. `trust_checkpoint=None` takes the CLI's setting (default: untrusted, safe)."""
+    if Path(path).is_dir():
+        from seqdiff.pretrained import load_pretrained
+
+        return load_pretrained(path, device=device, trust_checkpoint=trust_checkpoint)
+    ckpt = read_checkpoint(path, trust_checkpoint)
     meta = ckpt["seqdiff"]
-    config = meta["config"] or {}
-    tokenizer = instantiate(meta["tokenizer"])
-    backbone = instantiate(config["model"], **meta["backbone_init"])
     prefix = "ema." if use_ema and any(k.startswith("ema.") for k in ckpt["state_dict"]) else "backbone."
     state = {k[len(prefix) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
-    missing, unexpected = backbone.load_state_dict(state, strict=False)
-    if unexpected or [k for k in missing if not k.endswith(("cos", "sin"))]:
-        raise CheckpointError(f"{path}: weights do not match the configured backbone "
-                              f"(missing {missing[:5]}, unexpected {unexpected[:5]})")
+    return build(meta, state, path, device)
+
+
+def build(meta: dict, state: dict[str, torch.Tensor] | None, path: str | Path,
+          device: str | torch.device = "cpu", backbone: nn.Module | None = None) -> LoadedModel:
+    """LoadedModel from seqdiff metadata (checked by the caller) and backbone weights (or a loaded backbone)."""
+    config = meta["config"] or {}
+    tokenizer = instantiate(meta["tokenizer"])
+    if backbone is None:
+        backbone = instantiate(config["model"], **meta["backbone_init"])
+        missing, unexpected = backbone.load_state_dict(state or {}, strict=False)
+        if unexpected or [k for k in missing if not k.endswith(("cos", "sin"))]:
+            raise CheckpointError(f"{path}: weights do not match the configured backbone "
+                                  f"(missing {missing[:5]}, unexpected {unexpected[:5]})")
     schedule = instantiate(meta["schedule"]) if meta.get("schedule") else LogLinearSchedule()
-    return LoadedModel(backbone.to(device).eval(), tokenizer, schedule, config, meta["objective"], Path(path))
+    return LoadedModel(backbone.to(device).eval(), tokenizer, schedule, config, meta["objective"], Path(path),
+                       dict(meta["backbone_init"]))
 
 
 def check_tokenizer(model: LoadedModel, tokenizer: Any, what: str = "the data") -> None:

@@ -18,8 +18,12 @@ USER_ERRORS: tuple[type[BaseException], ...] = (FileNotFoundError, ValueError, K
 def run_cli(fn: Callable[[Any], Any], cfg: Any) -> Any:
     from hydra.errors import InstantiationException
 
+    from seqdiff.checkpoint import trusted_checkpoints
+
     try:
-        return fn(cfg)
+        # `trust_checkpoint=true` on any CLI reaches every checkpoint loader through this context (issue 18).
+        with trusted_checkpoints(bool(cfg.get("trust_checkpoint", False))):
+            return fn(cfg)
     except (*USER_ERRORS, InstantiationException) as e:
         cause = e
         # hydra.utils.instantiate wraps constructor errors; report the root cause, which names the key/file.

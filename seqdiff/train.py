@@ -18,6 +18,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from seqdiff.checkpoint import SAFE_GLOBALS, is_trusted, read_checkpoint
 from seqdiff.io import atomic_write
 from seqdiff.reliability import AtomicCheckpointIO, StepSeed, check_config_types
 
@@ -79,8 +80,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
     ckpt_path = str(last) if cfg.get("resume", True) and last.is_file() else None
     if ckpt_path:
         log.info("resuming from %s", ckpt_path)
+        if not is_trusted():
+            read_checkpoint(ckpt_path)  # a pickled payload or foreign _target_ -> one clear error before fit
     t0 = time.perf_counter()
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    with torch.serialization.safe_globals(SAFE_GLOBALS):  # a resumed checkpoint is read like any other (issue 18)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=not is_trusted())
     fit_seconds = time.perf_counter() - t0
     # ModelCheckpoint saves only every n steps: make last.ckpt the final state whatever max_steps is.
     if trainer.global_step % _every_n(callbacks):

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import pickle
+import re
 from collections.abc import Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -110,10 +111,9 @@ def read_checkpoint(path: str | Path, trust_checkpoint: bool | None = None) -> d
 
 
 def _first_line(e: BaseException) -> str:
-    # torch's message is a page of advice; keep the line naming the refused global.
-    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-    named = [ln for ln in lines if "GLOBAL" in ln or "Unsupported" in ln]
-    return (named or lines or [type(e).__name__])[0][:200]
+    # torch's message is a page of advice; keep the name of the refused global.
+    m = re.search(r"GLOBAL ([\w.]+)", str(e))
+    return f"global {m.group(1)}" if m else str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
 
 
 # What each `_target_` in the metadata may build when the file is not trusted: seqdiff's own classes of the

@@ -50,6 +50,16 @@ def _every_n(callbacks: list) -> int:
     return ns[0] if ns else 1
 
 
+def _finish_loggers(trainer: L.Trainer) -> None:
+    """Close W&B runs (logger=wandb) so their file is complete when train() returns, not only at process exit,
+    and a second train() in the same process starts a new run."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    for lg in trainer.loggers:
+        if isinstance(lg, WandbLogger) and trainer.is_global_zero:
+            lg.experiment.finish()
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit the configured model; resume from `<run_dir>/checkpoints/last.ckpt` if present. Returns metrics."""
     check_config_types(cfg)  # `trainer.max_steps=abc` -> one line naming the key, before anything is built
@@ -104,6 +114,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         out = trainer.test(module, datamodule=datamodule, verbose=False)
         metrics.update({k: float(v) for k, v in (out[0] if out else {}).items()})
     metrics["checkpoint"] = str(last)  # type: ignore[assignment]
+    _finish_loggers(trainer)
     if trainer.is_global_zero:  # under DDP every rank runs train(); one writes
         with atomic_write(run_dir / "metrics.json") as f:
             f.write(json.dumps(metrics, indent=2) + "\n")

@@ -132,5 +132,7 @@ def test_notebook_runs_headless(tiny_checkpoint, tmp_path):
     text = "\n".join(o.get("text", "") + str(o.get("data", {}).get("text/plain", ""))
                      for c in nb.cells if c.cell_type == "code" for o in c.outputs)
     assert "constrained, ancestral" in text and "js_k6" in text
-    assert any(o.get("output_type") == "display_data" or "image/png" in o.get("data", {})
-               for c in nb.cells if c.cell_type == "code" for o in c.outputs), "the figure was not rendered"
+    figures = [c.source for c in nb.cells if c.cell_type == "code"
+               if any("image/png" in o.get("data", {}) for o in c.outputs)]
+    assert len(figures) >= 2, "the figures were not rendered"
+    assert any("logomaker.Logo" in src for src in figures), "the sequence logos were not rendered"

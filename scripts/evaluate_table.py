@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from seqdiff.cli import run_cli
 from seqdiff.data.table import read_table
+from seqdiff.evaluation import sdmetrics_bridge as sdm
 from seqdiff.evaluation import tables as T
 from seqdiff.sampling.tables import impute_frame, load_table_model, sample_frame
 
@@ -47,6 +48,10 @@ def evaluate(cfg: DictConfig) -> dict:
         "seqdiff": synth,
         "independent columns (baseline)": T.independent_columns(train, n, cfg.seed),
     }
+    for name, path in (cfg.peers or {}).items():  # other generators' rows (scripts/table_peers.py), same scoring
+        candidates[name] = read_table(path, kinds)[0][tok.names].astype(
+            {c: float for c, k in kinds.items() if k != "categorical"})
+    use_sdm = sdm.available() if cfg.sdmetrics == "auto" else bool(cfg.sdmetrics)
     fidelity = {}
     for name, frame in candidates.items():
         t0 = time.perf_counter()
@@ -54,6 +59,8 @@ def evaluate(cfg: DictConfig) -> dict:
         if name.startswith("real") and target is not None:  # train-on-real: a same-size sample of train
             real_train = train.iloc[rng.choice(len(train), min(n, len(train)), replace=False)]
             fidelity[name]["ml_efficacy"] = T.ml_efficacy(real_train, test, kinds, target, cfg.seed)
+        if use_sdm:  # the same rows scored by SDMetrics itself, against the same real training split
+            fidelity[name]["sdmetrics"] = sdm.sdmetrics_report(train, frame, kinds)
         timings[f"fidelity_seconds[{name}]"] = time.perf_counter() - t0
         log.info("%s: %s", name, {k: v for k, v in fidelity[name].items() if k != "per_column_shapes"})
 
@@ -96,6 +103,16 @@ def markdown(r: dict) -> str:
         mls = f"{ml.get('accuracy', float('nan')):.4f} / {ml.get('roc_auc', float('nan')):.4f}" if ml else "-"
         lines.append(f"| {name} | {f['column_shapes']:.4f} | {f['pair_trends']:.4f} | {f['detection_auc']:.4f} / {f['detection_auc_gbm']:.4f} | "
                      f"{mls} | {f['dcr']['median']:.4f} | {f['dcr']['exact_copies']:.4f} |")
+    if any("sdmetrics" in f for f in r["fidelity"].values()):
+        lines += ["", "The same rows scored by SDMetrics (QualityReport, LogisticDetection; 1 = like the real data):",
+                  "", "| rows | column shapes ↑ | column pair trends ↑ | shape / trend error % ↓ | "
+                  "logistic detection ↑ |", "|---|---|---|---|---|"]
+        for name, f in r["fidelity"].items():
+            s = f.get("sdmetrics")
+            if s:
+                lines.append(f"| {name} | {s['column_shapes']:.4f} | {s['column_pair_trends']:.4f} | "
+                             f"{s['shape_error_pct']:.2f} / {s['trend_error_pct']:.2f} | "
+                             f"{s.get('logistic_detection', float('nan')):.4f} |")
     lines += ["", f"Imputation of {r['masked_cells']} cells masked at random (rate "
               f"{r['config']['impute_rate']}) in {r['config']['impute_rows']} real test rows:", "",
               "| imputer | categorical accuracy ↑ | numeric RMSE / train std ↓ |", "|---|---|---|"]

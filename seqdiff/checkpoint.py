@@ -97,7 +97,10 @@ def read_checkpoint(path: str | Path, trust_checkpoint: bool | None = None) -> d
         else:
             with torch.serialization.safe_globals(SAFE_GLOBALS):
                 ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:  # weights_only refused a global: the file holds pickled objects
+    except pickle.UnpicklingError as e:
+        if "GLOBAL" not in str(e):  # not a refused global: garbage or a truncated file (nothing was run either)
+            raise CheckpointError(f"cannot read checkpoint {path}: not a torch checkpoint ({_first_line(e)})") from None
+        # weights_only refused a global: the file holds pickled objects
         raise UnsafeCheckpointError(
             f"refusing to load {path}: it contains pickled Python objects that would run code when loaded "
             f"({_first_line(e)}); pass trust_checkpoint=true only if you made this file yourself") from None
@@ -112,8 +115,10 @@ def read_checkpoint(path: str | Path, trust_checkpoint: bool | None = None) -> d
 
 def _first_line(e: BaseException) -> str:
     # torch's message is a page of advice; keep the name of the refused global.
-    m = re.search(r"GLOBAL ([\w.]+)", str(e))
-    return f"global {m.group(1)}" if m else str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
+    m = re.search(r"GLOBAL ([\w.]+)", str(e)) or re.search(r"(Unsupported operand \S+)", str(e))
+    if m:
+        return f"global {m.group(1)}" if "GLOBAL" in m.group(0) else m.group(1)
+    return str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
 
 
 # What each `_target_` in the metadata may build when the file is not trusted: seqdiff's own classes of the

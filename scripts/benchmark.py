@@ -3,8 +3,8 @@
 import hydra
 from omegaconf import DictConfig
 
+from seqdiff.benchmarks.benchmark import run
 from seqdiff.cli import run_cli, run_hydra
-from seqdiff.evaluation.benchmark import run
 
 
 @hydra.main(config_path="../configs", config_name="benchmark", version_base="1.3")

@@ -20,11 +20,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from seqdiff.checkpoint import load
 from seqdiff.cli import run_cli
-from seqdiff.design_run import nelbo_bits_per_base
-from seqdiff.evaluation import design as ev
+from seqdiff.dna import metrics as ev
+from seqdiff.dna.design import nelbo_bits_per_base
+from seqdiff.dna.spec import Design, load_jaspar_motif
 from seqdiff.io import atomic_write
 from seqdiff.sampling import sample
-from seqdiff.sampling.design import Design, load_jaspar_motif
 
 
 def benchmark(cfg: DictConfig) -> dict:

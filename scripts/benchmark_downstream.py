@@ -4,7 +4,7 @@ import hydra
 from omegaconf import DictConfig
 
 from seqdiff.cli import run_cli
-from seqdiff.evaluation.downstream.run import benchmark
+from seqdiff.dna.downstream.finetune import benchmark
 
 
 @hydra.main(config_path="../configs", config_name="benchmark_downstream", version_base="1.3")

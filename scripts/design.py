@@ -7,7 +7,7 @@ import hydra
 from omegaconf import DictConfig
 
 from seqdiff.cli import run_cli
-from seqdiff.design_run import design
+from seqdiff.dna.design import design
 
 
 @hydra.main(config_path="../configs", config_name="design", version_base="1.3")

@@ -1,6 +1,6 @@
 """Evaluate code infilling: `python scripts/evaluate_code.py diffusion=CKPT autoregressive=CKPT out=PREFIX`.
 
-Writes PREFIX.json and PREFIX.md (see seqdiff/evaluation/code.py for the metrics).
+Writes PREFIX.json and PREFIX.md (see seqdiff/code/metrics.py for the metrics).
 """
 
 import json
@@ -15,8 +15,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from seqdiff.checkpoint import check_tokenizer, load
 from seqdiff.cli import run_cli
-from seqdiff.data.code import read_source
-from seqdiff.evaluation.code import (
+from seqdiff.code.data import read_source
+from seqdiff.code.metrics import (
     evaluate_infilling,
     make_holes,
     markdown_table,

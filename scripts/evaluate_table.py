@@ -19,9 +19,9 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from seqdiff.cli import run_cli
-from seqdiff.data.table import read_table
-from seqdiff.evaluation import tables as T
-from seqdiff.sampling.tables import impute_frame, load_table_model, sample_frame
+from seqdiff.tables import metrics as T
+from seqdiff.tables.data import read_table
+from seqdiff.tables.sampling import impute_frame, load_table_model, sample_frame
 
 log = logging.getLogger("seqdiff.evaluate_table")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from seqdiff.data.fetch import FetchError, fetch_genome, load_catalogue
+from seqdiff.dna.fetch import FetchError, fetch_genome, load_catalogue
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,7 +4,7 @@ import hydra
 from omegaconf import DictConfig
 
 from seqdiff.cli import run_cli
-from seqdiff.evaluation.downstream.run import finetune
+from seqdiff.dna.downstream.finetune import finetune
 
 
 @hydra.main(config_path="../configs", config_name="finetune", version_base="1.3")

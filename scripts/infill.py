@@ -13,8 +13,8 @@ from omegaconf import DictConfig
 
 from seqdiff.checkpoint import load
 from seqdiff.cli import run_cli
-from seqdiff.data.code import read_source
-from seqdiff.sampling.infill import infill_lines, parse_line_range, split_lines
+from seqdiff.code.data import read_source
+from seqdiff.code.fim import infill_lines, parse_line_range, split_lines
 
 
 def infill_file(cfg: DictConfig) -> str:

@@ -4,7 +4,7 @@ import hydra
 from omegaconf import DictConfig
 
 from seqdiff.cli import run_cli, run_hydra
-from seqdiff.results import dna_results
+from seqdiff.dna.results_dna import dna_results
 
 
 @hydra.main(config_path="../configs", config_name="results_dna", version_base="1.3")

@@ -17,8 +17,8 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from seqdiff.cli import run_cli
-from seqdiff.data.table import format_cell, read_cells, type_frame, write_table
-from seqdiff.sampling.tables import impute_frame, load_table_model, sample_frame
+from seqdiff.tables.data import format_cell, read_cells, type_frame, write_table
+from seqdiff.tables.sampling import impute_frame, load_table_model, sample_frame
 
 log = logging.getLogger("seqdiff.tables")
 

@@ -22,6 +22,41 @@ class CheckpointError(ValueError):
     """A checkpoint is missing, unreadable or not a seqdiff checkpoint."""
 
 
+# Checkpoints store `_target_` paths (tokenizer, data, callbacks). Classes that moved to their domain package
+# keep loading from checkpoints written before the move: old path (a class, or a module prefix) -> new path.
+MOVED_TARGETS = {
+    "seqdiff.tokenizers.NucleotideTokenizer": "seqdiff.dna.tokenizer.NucleotideTokenizer",
+    "seqdiff.tokenizers.KmerTokenizer": "seqdiff.dna.tokenizer.KmerTokenizer",
+    "seqdiff.tokenizers.nucleotide": "seqdiff.dna.tokenizer",
+    "seqdiff.tokenizers.table": "seqdiff.tables.tokenizer",
+    "seqdiff.tokenizers.code": "seqdiff.code.tokenizer",
+    "seqdiff.data.GenomeDataModule": "seqdiff.dna.datamodule.GenomeDataModule",
+    "seqdiff.data.datamodule": "seqdiff.dna.datamodule",
+    "seqdiff.data.table": "seqdiff.tables.data",
+    "seqdiff.data.adult": "seqdiff.tables.adult",
+    "seqdiff.data.code": "seqdiff.code.data",
+    "seqdiff.evaluation.timing": "seqdiff.benchmarks.timing",
+}
+
+
+def current_target(target: str) -> str:
+    """The `_target_` a checkpoint's stored `target` names today (itself unless its class or module moved)."""
+    if target in MOVED_TARGETS:
+        return MOVED_TARGETS[target]
+    module, _, name = target.rpartition(".")
+    return f"{MOVED_TARGETS[module]}.{name}" if module in MOVED_TARGETS else target
+
+
+def _current_targets(node: Any) -> Any:
+    """A copy of a stored config with every `_target_` mapped through `current_target`."""
+    if isinstance(node, dict):
+        return {k: current_target(v) if k == "_target_" and isinstance(v, str) else _current_targets(v)
+                for k, v in node.items()}
+    if isinstance(node, list):
+        return [_current_targets(v) for v in node]
+    return node
+
+
 @dataclass
 class LoadedModel:
     backbone: nn.Module  # EMA weights if trained with EMA, eval mode
@@ -57,8 +92,8 @@ def load(path: str | Path, use_ema: bool = True, device: str | torch.device = "c
     """Rebuild backbone + tokenizer + schedule from a checkpoint written by `scripts/train.py`."""
     ckpt = read_checkpoint(path)
     meta = ckpt["seqdiff"]
-    config = meta["config"] or {}
-    tokenizer = instantiate(meta["tokenizer"])
+    config = _current_targets(meta["config"] or {})
+    tokenizer = instantiate(_current_targets(meta["tokenizer"]))
     backbone = instantiate(config["model"], **meta["backbone_init"])
     prefix = "ema." if use_ema and any(k.startswith("ema.") for k in ckpt["state_dict"]) else "backbone."
     state = {k[len(prefix) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
@@ -66,7 +101,7 @@ def load(path: str | Path, use_ema: bool = True, device: str | torch.device = "c
     if unexpected or [k for k in missing if not k.endswith(("cos", "sin"))]:
         raise CheckpointError(f"{path}: weights do not match the configured backbone "
                               f"(missing {missing[:5]}, unexpected {unexpected[:5]})")
-    schedule = instantiate(meta["schedule"]) if meta.get("schedule") else LogLinearSchedule()
+    schedule = instantiate(_current_targets(meta["schedule"])) if meta.get("schedule") else LogLinearSchedule()
     return LoadedModel(backbone.to(device).eval(), tokenizer, schedule, config, meta["objective"], Path(path))
 
 

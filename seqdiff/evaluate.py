@@ -27,7 +27,7 @@ def evaluate(cfg: DictConfig) -> dict:
     model = seqdiff.load(cfg.checkpoint)
     tok = model.tokenizer
     if cfg.fasta is not None:
-        from seqdiff.data import fasta_windows
+        from seqdiff.dna.windows import fasta_windows
 
         dataset = fasta_windows(cfg.fasta, tok, model.window * getattr(tok, "bases_per_token", 1))
         if len(dataset) == 0:

@@ -10,7 +10,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from seqdiff.evaluation.benchmark_report import goals, render
+from seqdiff.benchmarks.report import goals, render
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -4,7 +4,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from seqdiff.backbones import Transformer
-from seqdiff.evaluation.flops import (
+from seqdiff.benchmarks.flops import (
     TransformerShape,
     generation_flops_ar,
     measure_gemm,

@@ -21,8 +21,8 @@ from seqdiff.backbones.caduceus import (
 )
 from seqdiff.backbones.mamba import SCAN_IMPLS, MambaMixer, selective_scan
 from seqdiff.diffusion import mdlm_nelbo
+from seqdiff.dna.tokenizer import KmerTokenizer, NucleotideTokenizer
 from seqdiff.noise import LogLinearSchedule, sample_t
-from seqdiff.tokenizers import KmerTokenizer, NucleotideTokenizer
 from seqdiff.train import build_backbone
 
 ROOT = Path(__file__).resolve().parents[1]

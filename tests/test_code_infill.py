@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from seqdiff.backbones import Transformer
-from seqdiff.sampling.infill import (
+from seqdiff.code.fim import (
     ConfidenceSampler,
     fit_context,
     infill_autoregressive,
@@ -22,7 +22,7 @@ from seqdiff.sampling.infill import (
     parse_line_range,
     split_lines,
 )
-from seqdiff.tokenizers.code import CodeBPETokenizer
+from seqdiff.code.tokenizer import CodeBPETokenizer
 
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
 ROOT = Path(__file__).resolve().parents[1]

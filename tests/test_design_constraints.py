@@ -11,10 +11,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from seqdiff.backbones import Transformer
+from seqdiff.dna.spec import IUPAC, Design, design_from_options, load_jaspar_motif, reverse_complement
+from seqdiff.dna.tokenizer import KmerTokenizer, NucleotideTokenizer
 from seqdiff.sampling import AncestralSampler, Constraints, denoise, sample
-from seqdiff.sampling.design import IUPAC, Design, design_from_options, load_jaspar_motif, reverse_complement
 from seqdiff.sampling.remasking import RemaskingSampler
-from seqdiff.tokenizers import KmerTokenizer, NucleotideTokenizer
 
 TOK = NucleotideTokenizer()
 MASK = TOK.mask_id

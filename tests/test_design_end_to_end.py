@@ -15,8 +15,8 @@ from Bio import SeqIO
 from hydra import compose, initialize_config_dir
 from nbclient import NotebookClient
 
-from seqdiff.design_run import design
-from seqdiff.sampling.design import Design
+from seqdiff.dna.design import design
+from seqdiff.dna.spec import Design
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures"

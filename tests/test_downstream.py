@@ -14,7 +14,7 @@ from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef, roc_auc
 
 from seqdiff.backbones import Transformer
 from seqdiff.checkpoint import CheckpointError
-from seqdiff.evaluation.downstream import (
+from seqdiff.dna.downstream import (
     BackboneEncoder,
     CNNEncoder,
     Context,
@@ -24,11 +24,11 @@ from seqdiff.evaluation.downstream import (
     Task,
     score,
 )
-from seqdiff.evaluation.downstream.baselines import fit_kmer_lr, predict_proba
-from seqdiff.evaluation.downstream.encoders import MemoizedEncoder
-from seqdiff.evaluation.downstream.protocol import CNNMethod, fit_and_test
-from seqdiff.evaluation.downstream.run import benchmark, finetune, markdown_table
-from seqdiff.tokenizers import KmerTokenizer, NucleotideTokenizer
+from seqdiff.dna.downstream.baselines import fit_kmer_lr, predict_proba
+from seqdiff.dna.downstream.encoders import MemoizedEncoder
+from seqdiff.dna.downstream.finetune import benchmark, finetune, markdown_table
+from seqdiff.dna.downstream.protocol import CNNMethod, fit_and_test
+from seqdiff.dna.tokenizer import KmerTokenizer, NucleotideTokenizer
 
 CONFIGS = str(Path(__file__).resolve().parents[1] / "configs")
 TINY = {"_target_": "seqdiff.backbones.Transformer", "d_model": 32, "n_layers": 1, "n_heads": 2, "mlp_ratio": 2,
@@ -193,7 +193,7 @@ def test_task_configs_compose_and_build():
                                 f"task.root={fixtures / 'genomic_benchmarks'}"])
     assert instantiate(cfg.task).summary()["train"]["n"] == 12
     for name in ("splice", "labeled", "yeast_coding"):
-        assert _compose("finetune", [f"task={name}"]).task["_target_"].startswith("seqdiff.evaluation.downstream")
+        assert _compose("finetune", [f"task={name}"]).task["_target_"].startswith("seqdiff.dna.downstream")
 
 
 def test_finetune_smoke_on_splice(tmp_path):

@@ -11,11 +11,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from seqdiff.data.splice import N_ROWS, N_TRAIN, decode_bits, load_splice
-from seqdiff.evaluation.downstream.data import carve_validation, encode_sequences
-from seqdiff.evaluation.downstream.genome_task import build_coding_task, read_gff
-from seqdiff.evaluation.downstream.tasks import Task, genomic_benchmarks_task, labeled_task
-from seqdiff.tokenizers import NucleotideTokenizer
+from seqdiff.dna.downstream.data import carve_validation, encode_sequences
+from seqdiff.dna.downstream.genome_task import build_coding_task, read_gff
+from seqdiff.dna.downstream.splice import N_ROWS, N_TRAIN, decode_bits, load_splice
+from seqdiff.dna.downstream.tasks import Task, genomic_benchmarks_task, labeled_task
+from seqdiff.dna.tokenizer import NucleotideTokenizer
 
 FIX = Path(__file__).parent / "fixtures" / "downstream"
 

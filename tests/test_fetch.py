@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from seqdiff.data import fetch as fetch_mod
-from seqdiff.data.fetch import FetchError, fetch_genome
+from seqdiff.dna import fetch as fetch_mod
+from seqdiff.dna.fetch import FetchError, fetch_genome
 
 FIXTURES = Path(__file__).parent / "fixtures"
 FASTA = (FIXTURES / "chr20_300kb.fa").read_bytes()

@@ -217,14 +217,14 @@ def test_config_type_check_names_the_key():
 
 
 def test_same_seed_same_samples(straight, tmp_path):
-    from seqdiff.generate import generate
+    from seqdiff.sample import sample
 
-    def sample(seed: int, name: str) -> str:
+    def draw(seed: int, name: str) -> str:
         out = tmp_path / name
-        generate(compose([f"checkpoint={straight / 'checkpoints/last.ckpt'}", f"out={out}", "num_samples=4",
+        sample(compose([f"checkpoint={straight / 'checkpoints/last.ckpt'}", f"out={out}", "num_samples=4",
                           "steps=16", f"seed={seed}", "progress=false"], config="sample"))
         return out.read_text()
 
-    a, b, c = sample(0, "a.fa"), sample(0, "b.fa"), sample(1, "c.fa")
+    a, b, c = draw(0, "a.fa"), draw(0, "b.fa"), draw(1, "c.fa")
     assert a == b and a.count(">") == 4
     assert a != c

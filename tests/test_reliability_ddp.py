@@ -16,9 +16,9 @@ import torch
 from lightning.fabric.utilities.distributed import DistributedSamplerWrapper
 from test_reliability_helpers import BED, FASTA, ROOT, subprocess_env, tiny_overrides
 
-from seqdiff.data import GenomeDataModule
-from seqdiff.data.windows import EpochSampler
-from seqdiff.tokenizers import NucleotideTokenizer
+from seqdiff.dna.datamodule import GenomeDataModule
+from seqdiff.dna.tokenizer import NucleotideTokenizer
+from seqdiff.dna.windows import EpochSampler
 
 
 def shard(sampler, world: int) -> dict[int, list[int]]:

@@ -14,11 +14,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from seqdiff.backbones import Transformer
-from seqdiff.data.table import TableDataModule, read_table
-from seqdiff.evaluation import tables as T
-from seqdiff.sampling.tables import impute_frame, impute_tokens, sample_rows
+from seqdiff.tables import metrics as T
+from seqdiff.tables.data import TableDataModule, read_table
+from seqdiff.tables.sampling import impute_frame, impute_tokens, sample_rows
+from seqdiff.tables.tokenizer import TableTokenizer
 from seqdiff.tokenizers.base import Tokenizer
-from seqdiff.tokenizers.table import TableTokenizer
 
 FIXTURES = Path(__file__).parent / "fixtures"
 ADULT_TRAIN, ADULT_TEST = FIXTURES / "adult_train_600.csv", FIXTURES / "adult_test_200.csv"

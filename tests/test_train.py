@@ -12,7 +12,7 @@ from hydra.utils import instantiate
 import seqdiff
 from seqdiff.checkpoint import CheckpointError, check_tokenizer
 from seqdiff.diffusion import DiffusionLM
-from seqdiff.tokenizers import KmerTokenizer, NucleotideTokenizer
+from seqdiff.dna.tokenizer import KmerTokenizer, NucleotideTokenizer
 from seqdiff.train import build_backbone
 from tests.conftest import CHR20, REPO, TINY_OVERRIDES, compose, run_script
 
@@ -51,8 +51,8 @@ def test_unknown_config_key_is_rejected(tmp_path):
 
 
 def test_loss_finite_and_falling_when_overfitting_real_dna():
-    from seqdiff.data import fasta_windows
     from seqdiff.diffusion import mdlm_nelbo
+    from seqdiff.dna.windows import fasta_windows
     from seqdiff.noise import LogLinearSchedule
 
     torch.manual_seed(0)

@@ -81,7 +81,7 @@ def gc_content(seqs: Iterable[str]) -> np.ndarray:
 
 
 def satisfaction_rate(seqs: Sequence[str], compiled: Any) -> float:
-    """Fraction of seqs satisfying every constraint of a `seqdiff.sampling.design.CompiledDesign`."""
+    """Fraction of seqs satisfying every constraint of a `seqdiff.dna.spec.CompiledDesign`."""
     return float(np.mean([compiled.satisfied(s) for s in seqs])) if len(seqs) else float("nan")
 
 

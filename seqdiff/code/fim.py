@@ -4,13 +4,13 @@ Diffusion: the window is `[context before] [hole] [context after]`; context toke
 so `seqdiff.sampling.denoise` never changes them, and `Constraints.allowed` keeps specials out of the hole.
 - oracle mode: the hole has exactly the true middle's token count; only content tokens are allowed.
 - budget mode: the hole has `budget` tokens and [EOM] is allowed too; the middle is the hole's content tokens
-  with every [EOM] dropped (training puts the [EOM] run after the middle, see seqdiff/data/code.py), so the
+  with every [EOM] dropped (training puts the [EOM] run after the middle, see seqdiff/code/data.py), so the
   model ends the middle early by filling the rest of the hole with [EOM].
 Autoregressive: the middle is decoded greedily left to right from the prefix only (KV cache) and stops after
 `stop_newlines` newlines or `max_new_tokens` tokens. It never sees the suffix.
 
 Token-level functions work on ids; `infill_lines` works on text and splices whole lines. The BPE tokenizer is
-line-aligned (seqdiff/tokenizers/code.py), so prefix + middle + suffix ids of whole lines equal the file's ids.
+line-aligned (seqdiff/code/tokenizer.py), so prefix + middle + suffix ids of whole lines equal the file's ids.
 """
 
 from __future__ import annotations

@@ -25,11 +25,11 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 
-from seqdiff.evaluation.downstream.classifier import SequenceClassifier
-from seqdiff.evaluation.downstream.data import carve_validation, encode_sequences, loader
-from seqdiff.evaluation.downstream.encoders import BackboneEncoder, CNNEncoder, MemoizedEncoder
-from seqdiff.evaluation.downstream.metrics import METRICS, score
-from seqdiff.evaluation.downstream.tasks import Task
+from seqdiff.dna.downstream.classifier import SequenceClassifier
+from seqdiff.dna.downstream.data import carve_validation, encode_sequences, loader
+from seqdiff.dna.downstream.encoders import BackboneEncoder, CNNEncoder, MemoizedEncoder
+from seqdiff.dna.downstream.metrics import METRICS, score
+from seqdiff.dna.downstream.tasks import Task
 
 log = logging.getLogger("seqdiff.downstream")
 
@@ -164,7 +164,7 @@ class KmerLRMethod:
         self.k_max, self.Cs = k_max, tuple(Cs)
 
     def run(self, task: Task, seed: int, ctx: Context, name: str = "kmer_lr") -> dict[str, float]:
-        from seqdiff.evaluation.downstream.baselines import fit_kmer_lr, predict_proba
+        from seqdiff.dna.downstream.baselines import fit_kmer_lr, predict_proba
 
         train, val, test = _split(task, seed, ctx.val_fraction)
         pipe, C, val_acc = fit_kmer_lr(train, val, self.k_max, self.Cs, seed)

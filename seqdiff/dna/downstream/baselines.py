@@ -10,7 +10,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import MaxAbsScaler, Normalizer
 
-from seqdiff.tokenizers.nucleotide import normalize
+from seqdiff.dna.tokenizer import normalize
 
 
 def kmer_pipeline(k_max: int, C: float, seed: int) -> Pipeline:

@@ -1,6 +1,6 @@
 """Synthetic-table metrics (SDMetrics-style definitions, computed with numpy / scikit-learn) and imputation.
 
-Frames are typed as `seqdiff.data.table.read_table` returns them: numeric columns float (NaN missing),
+Frames are typed as `seqdiff.tables.data.read_table` returns them: numeric columns float (NaN missing),
 categorical columns object str (None missing); `kinds` maps column -> categorical | numeric | integer.
 Every score is in [0, 1] with 1 = indistinguishable from the reference, except detection AUC (0.5 = best),
 ML efficacy (the task's own scores) and distances.

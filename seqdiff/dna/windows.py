@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from seqdiff.data.genome import N_BYTE, Genome, Region, validate_fasta
+from seqdiff.dna.genome import N_BYTE, Genome, Region, validate_fasta
 
 _MAX_TRIES = 32  # rejection-sampling attempts before falling back to a known-good tile
 

@@ -20,9 +20,9 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from seqdiff.tokenizers.table import DEFAULT_MISSING, KINDS, TableTokenizer, infer_kind, parse_number
+from seqdiff.tables.tokenizer import DEFAULT_MISSING, KINDS, TableTokenizer, infer_kind, parse_number
 
-log = logging.getLogger("seqdiff.data.table")
+log = logging.getLogger("seqdiff.tables.data")
 
 
 def read_cells(

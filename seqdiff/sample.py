@@ -1,4 +1,4 @@
-"""`generate(cfg)`: sample sequences from a checkpoint and write them as FASTA (scripts/sample.py)."""
+"""`sample(cfg)`: sample sequences from a checkpoint and write them as FASTA (scripts/sample.py)."""
 
 from __future__ import annotations
 
@@ -15,13 +15,13 @@ from Bio.SeqRecord import SeqRecord
 from omegaconf import DictConfig
 
 import seqdiff
+from seqdiff import sampling
 from seqdiff.io import atomic_write
-from seqdiff.sampling import AncestralSampler, no_special_tokens, sample
 
 log = logging.getLogger("seqdiff.sample")
 
 
-def generate(cfg: DictConfig) -> dict:
+def sample(cfg: DictConfig) -> dict:
     model = seqdiff.load(cfg.checkpoint)
     if model.objective != "mdlm":
         raise ValueError(f"{cfg.checkpoint} is an '{model.objective}' model; scripts/sample.py samples diffusion models")
@@ -31,14 +31,14 @@ def generate(cfg: DictConfig) -> dict:
     if length <= 0 or cfg.num_samples <= 0:
         raise ValueError(f"length and num_samples must be positive, got length={length}, num_samples={cfg.num_samples}")
     n_tokens = math.ceil(length / bpt)
-    sampler = AncestralSampler(model.schedule, num_steps=int(cfg.steps))
+    sampler = sampling.AncestralSampler(model.schedule, num_steps=int(cfg.steps))
     g = torch.Generator().manual_seed(int(cfg.seed))
     records, nfe, t0 = [], 0, time.perf_counter()
     for start in range(0, cfg.num_samples, cfg.batch_size):
         b = min(cfg.batch_size, cfg.num_samples - start)
-        out = sample(model.backbone, tok.mask_id, b, n_tokens, sampler, generator=g, cache=bool(cfg.cache),
-                     constraints=no_special_tokens(tok, n_tokens, model.backbone.vocab_size),
-                     stride=cfg.stride, progress=bool(cfg.progress))
+        out = sampling.sample(model.backbone, tok.mask_id, b, n_tokens, sampler, generator=g, cache=bool(cfg.cache),
+                              constraints=sampling.no_special_tokens(tok, n_tokens, model.backbone.vocab_size),
+                              stride=cfg.stride, progress=bool(cfg.progress))
         nfe += out.nfe
         for j, ids in enumerate(out.tokens.tolist()):
             seq = tok.decode(ids)[:length]

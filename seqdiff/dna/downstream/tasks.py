@@ -4,7 +4,7 @@ Every loader returns a `Task` (train and test sequences with string labels). Cla
 of the training set; a test label the training set never shows is an error, not a silent extra class.
 Validation data are carved from train by the protocol (`data.carve_validation`), never from test.
 
-- `splice_task`: UCI/StatLog primate splice junctions (seqdiff.data.splice), fixed 2,000 / 1,186 split.
+- `splice_task`: UCI/StatLog primate splice junctions (seqdiff.dna.downstream.splice), fixed 2,000 / 1,186 split.
 - `genomic_benchmarks_task`: the layout the `genomic-benchmarks` package writes,
   `<root>/<name>/{train,test}/<class>/*.txt`, one sequence per file.
 - `labeled_task`: a FASTA whose headers carry the label (`label=NAME` token, else the last `|` field) or a
@@ -69,7 +69,7 @@ class Task:
 
 
 def splice_task(cache_dir: str = "data_cache/splice") -> Task:
-    from seqdiff.data.splice import load_splice
+    from seqdiff.dna.downstream.splice import load_splice
 
     data = load_splice(cache_dir)
     (xtr, ytr), (xte, yte) = data.part("train"), data.part("test")

@@ -1,4 +1,4 @@
-"""Goals and the RESULTS.md rendering of a benchmark results dict (see seqdiff.evaluation.benchmark)."""
+"""Goals and the RESULTS.md rendering of a benchmark results dict (see seqdiff.benchmarks.benchmark)."""
 
 from __future__ import annotations
 

@@ -8,9 +8,9 @@ import lightning as L
 import numpy as np
 from torch.utils.data import DataLoader
 
-from seqdiff.data.fetch import genome_files
-from seqdiff.data.genome import SPLITS, Genome, Region, bed_splits, fraction_splits
-from seqdiff.data.windows import EpochSampler, EvalWindows, TrainWindows
+from seqdiff.dna.fetch import genome_files
+from seqdiff.dna.genome import SPLITS, Genome, Region, bed_splits, fraction_splits
+from seqdiff.dna.windows import EpochSampler, EvalWindows, TrainWindows
 
 
 class GenomeDataModule(L.LightningDataModule):

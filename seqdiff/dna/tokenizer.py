@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import torch
 from tokenizers import Regex, models, pre_tokenizers
 from tokenizers import Tokenizer as HFTokenizer
 
-from seqdiff.tokenizers.base import BOS, EOS, MASK, PAD, SPECIAL_TOKENS, UNK
+from seqdiff.tokenizers.base import BOS, EOS, MASK, PAD, SPECIAL_TOKENS, UNK, Tokenizer
 
 BASES = "ACGTN"
 _COMPLEMENT = str.maketrans("ACGTN", "TGCAN")
@@ -57,6 +58,18 @@ def base_codes(seq: np.ndarray | bytes | str) -> np.ndarray:
 def normalize(seq: str) -> str:
     """Upper-case, IUPAC ambiguity codes -> N, validated: the string every tokenizer actually encodes."""
     return _CODE_TO_BYTE[base_codes(seq)].tobytes().decode()
+
+
+@runtime_checkable
+class NucleotideTokenizerProtocol(Tokenizer, Protocol):
+    """A DNA tokenizer: fixed bases per token and a complement map over the whole vocabulary."""
+
+    bases_per_token: int
+    complement_ids: torch.Tensor  # LongTensor[V]: token -> complement token; specials -> themselves
+
+    def reverse_complement(self, ids: torch.Tensor) -> torch.Tensor: ...
+
+    def encode_bytes(self, seq: np.ndarray) -> np.ndarray: ...
 
 
 def _as_numpy_ids(ids: Sequence[int] | np.ndarray | torch.Tensor) -> np.ndarray:
@@ -115,7 +128,7 @@ class NucleotideTokenizer(_NucleotideBase):
         return base_codes(seq).astype(np.int64)
 
     def config(self) -> dict:
-        return {"_target_": "seqdiff.tokenizers.NucleotideTokenizer"}
+        return {"_target_": f"{type(self).__module__}.{type(self).__qualname__}"}
 
 
 class KmerTokenizer(_NucleotideBase):
@@ -172,4 +185,4 @@ class KmerTokenizer(_NucleotideBase):
         return ids
 
     def config(self) -> dict:
-        return {"_target_": "seqdiff.tokenizers.KmerTokenizer", "k": self.k}
+        return {"_target_": f"{type(self).__module__}.{type(self).__qualname__}", "k": self.k}

@@ -34,7 +34,7 @@ import torch
 
 from seqdiff.tokenizers.base import SPECIAL_TOKENS
 
-log = logging.getLogger("seqdiff.tokenizers.table")
+log = logging.getLogger("seqdiff.tables.tokenizer")
 
 KINDS = ("categorical", "numeric", "integer")
 PAD_ID, MASK_ID, BOS_ID, EOS_ID, UNK_ID = range(5)

@@ -23,7 +23,7 @@ from seqdiff.noise import LogLinearSchedule, Schedule
 from seqdiff.sampling.constraints import Constraints
 from seqdiff.sampling.loop import denoise
 from seqdiff.sampling.samplers import AncestralSampler
-from seqdiff.tokenizers.table import TableTokenizer
+from seqdiff.tables.tokenizer import TableTokenizer
 
 
 def load_table_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedModel:

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 
 from torch import nn
 
-from seqdiff.sampling.infill import LineHole, budget_tokens, infill_lines, split_lines
+from seqdiff.code.fim import LineHole, budget_tokens, infill_lines, split_lines
 
 
 def normalize_ws(code: str) -> str:

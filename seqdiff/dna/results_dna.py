@@ -12,12 +12,12 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 import seqdiff
+from seqdiff.dna.markov import best_markov
+from seqdiff.dna.tokenizer import base_codes
 from seqdiff.evaluation.likelihood import evaluate_likelihood
-from seqdiff.evaluation.markov import best_markov
 from seqdiff.io import atomic_write
-from seqdiff.tokenizers.nucleotide import base_codes
 
-log = logging.getLogger("seqdiff.results")
+log = logging.getLogger("seqdiff.dna.results_dna")
 
 
 def _windows(dm, split: str) -> torch.Tensor:

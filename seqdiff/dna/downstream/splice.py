@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-log = logging.getLogger("seqdiff.data.splice")
+log = logging.getLogger("seqdiff.dna.downstream.splice")
 
 DEB_SPEC = {
     "path": "DNA.rda",
@@ -110,7 +110,7 @@ def load_splice(cache_dir: str | Path = "data_cache/splice", progress: bool = Fa
     cache_dir = Path(cache_dir)
     csv = cache_dir / "splice.csv"
     if not csv.is_file():
-        from seqdiff.data.fetch import _obtain  # the catalogue's deb fetcher: download, sha256, apt fallback
+        from seqdiff.dna.fetch import _obtain  # the catalogue's deb fetcher: download, sha256, apt fallback
 
         cache_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=cache_dir, prefix=".fetch-") as tmp:

@@ -9,7 +9,7 @@ under `cache_dir` (keyed by the file list and the tokenizer's vocabulary).
 Training batches are random windows `{"x0": LongTensor[B, window]}`. With probability `fim_rate` a window
 is turned into a fill-in-the-middle example for length budgets: `k` [EOM] tokens are inserted after a span
 of 1..`fim_max_lines` whole lines, so a diffusion model learns that the unused tail of a hole is [EOM]
-(see seqdiff/sampling/infill.py). Validation and test windows are plain, non-overlapping and fixed.
+(see seqdiff/code/fim.py). Validation and test windows are plain, non-overlapping and fixed.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-log = logging.getLogger("seqdiff.data.code")
+log = logging.getLogger("seqdiff.code.data")
 
 SPLITS = ("train", "valid", "test")
 EXCLUDED_DIRS = ("test", "tests", "idle_test", "site-packages", "__pycache__")

@@ -23,19 +23,19 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from seqdiff.checkpoint import load as load_checkpoint
-from seqdiff.data.windows import EvalWindows
-from seqdiff.diffusion.objective import ar_nll
-from seqdiff.evaluation.design import kmer_js
-from seqdiff.evaluation.flops import (
+from seqdiff.benchmarks.flops import (
     TransformerShape,
     measure_gemm,
     measure_matmul_throughput,
     transformer_train_flops,
 )
-from seqdiff.evaluation.generation import Models
+from seqdiff.benchmarks.generation import Models
+from seqdiff.checkpoint import load as load_checkpoint
+from seqdiff.diffusion.objective import ar_nll
+from seqdiff.dna.markov import best_markov
+from seqdiff.dna.metrics import kmer_js
+from seqdiff.dna.windows import EvalWindows
 from seqdiff.evaluation.likelihood import evaluate_likelihood
-from seqdiff.evaluation.markov import best_markov
 
 log = logging.getLogger("seqdiff.benchmark")
 LN2 = math.log(2.0)
@@ -49,7 +49,7 @@ def train_models(cfg: DictConfig, work_dir: Path, retrain: bool, threads: int | 
     for name in ("mdlm", "ar"):
         run_dir = work_dir / name
         overrides = [*cfg.train.common, *cfg.train[name], f"run_dir={run_dir}", "resume=false",
-                     "+callbacks.step_timer._target_=seqdiff.evaluation.timing.StepTimer",
+                     "+callbacks.step_timer._target_=seqdiff.benchmarks.timing.StepTimer",
                      f"+callbacks.step_timer.path={run_dir}/step_times.json"]
         stamp = run_dir / "benchmark_overrides.json"
         if not retrain and stamp.is_file() and json.loads(stamp.read_text()) == overrides \
@@ -232,7 +232,7 @@ def run(cfg: DictConfig) -> dict:
     results["load_average"] = {"start": load_start, "end": os.getloadavg()}
     results["seconds"] = time.perf_counter() - t_start
 
-    from seqdiff.evaluation.benchmark_report import goals, render
+    from seqdiff.benchmarks.report import goals, render
 
     results["goals"] = goals(results)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -4,11 +4,11 @@
 `python scripts/benchmark_downstream.py task=splice checkpoint=PATH` (pretrained vs scratch vs k-mer LR vs CNN).
 """
 
-from seqdiff.evaluation.downstream.classifier import SequenceClassifier
-from seqdiff.evaluation.downstream.encoders import BackboneEncoder, CNNEncoder
-from seqdiff.evaluation.downstream.metrics import classification_metrics, score
-from seqdiff.evaluation.downstream.protocol import CNNMethod, Context, DenoiserMethod, KmerLRMethod, run_seeds
-from seqdiff.evaluation.downstream.tasks import (
+from seqdiff.dna.downstream.classifier import SequenceClassifier
+from seqdiff.dna.downstream.encoders import BackboneEncoder, CNNEncoder
+from seqdiff.dna.downstream.metrics import classification_metrics, score
+from seqdiff.dna.downstream.protocol import CNNMethod, Context, DenoiserMethod, KmerLRMethod, run_seeds
+from seqdiff.dna.downstream.tasks import (
     Task,
     genomic_benchmarks_task,
     labeled_task,

@@ -21,11 +21,11 @@ from torch import Tensor, nn
 
 from seqdiff.checkpoint import load as load_model
 from seqdiff.diffusion.objective import mdlm_nelbo
-from seqdiff.evaluation.design import gc_content
+from seqdiff.dna.metrics import gc_content
+from seqdiff.dna.spec import CompiledDesign, design_from_options
 from seqdiff.io import atomic_write
 from seqdiff.noise import Schedule, sample_t
 from seqdiff.sampling import sample
-from seqdiff.sampling.design import CompiledDesign, design_from_options
 
 LN2 = math.log(2.0)
 

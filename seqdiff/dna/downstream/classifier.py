@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from seqdiff.evaluation.downstream.metrics import classification_metrics
+from seqdiff.dna.downstream.metrics import classification_metrics
 
 
 class SequenceClassifier(L.LightningModule):

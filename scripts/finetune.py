@@ -1,9 +1,9 @@
-"""Fine-tune a seqdiff denoiser on a labelled-DNA task: `python scripts/finetune.py task=splice checkpoint=PATH`."""
+"""Fine-tune a denoiser on a labelled-DNA task: `python scripts/finetune.py task=splice checkpoint=PATH`."""
 
 import hydra
 from omegaconf import DictConfig
 
-from seqdiff.cli import run_cli
+from seqdiff.cli import run_cli, run_hydra
 from seqdiff.dna.downstream.finetune import finetune
 
 
@@ -13,4 +13,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_hydra(main)

@@ -27,9 +27,8 @@ def evaluate(cfg: DictConfig) -> dict:
     model = seqdiff.load(cfg.checkpoint)
     tok = model.tokenizer
     if cfg.fasta is not None:
-        from seqdiff.dna.windows import fasta_windows
-
-        dataset = fasta_windows(cfg.fasta, tok, model.window * getattr(tok, "bases_per_token", 1))
+        # The reader comes from the config (a DNA one by default), so this module needs no domain import.
+        dataset = instantiate(cfg.fasta_windows)(cfg.fasta, tok, model.window * getattr(tok, "bases_per_token", 1))
         if len(dataset) == 0:
             raise ValueError(f"{cfg.fasta}: no window of {model.window} tokens that is not mostly N")
         if cfg.max_windows and len(dataset) > cfg.max_windows:  # spread evenly over the file

@@ -127,15 +127,6 @@ def test_line_holes_and_bad_ranges():
         parse_line_range("3:5")
 
 
-def _script(name: str):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_infill_script_bad_input(tmp_path):
     from omegaconf import OmegaConf
 
@@ -143,7 +134,8 @@ def test_infill_script_bad_input(tmp_path):
     bad.write_bytes("s = 'caf\xe9'\n".encode("latin-1"))
     good = tmp_path / "ok.py"
     good.write_text("x = 1\ny = 2\n")
-    infill_file = _script("infill").infill_file
+    from seqdiff.code.infill import infill_file
+
     cases = [(good, "2-1", "empty hole"), (good, "2-9", "outside the file"), (good, "a-b", "A-B"),
              (tmp_path / "none.py", "1-1", "No such file")]
     for path, lines, message in cases:

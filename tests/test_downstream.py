@@ -13,6 +13,7 @@ from omegaconf import OmegaConf
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef, roc_auc_score
 
 from seqdiff.backbones import Transformer
+from seqdiff.benchmarks.benchmark_downstream import benchmark_downstream, markdown_table
 from seqdiff.checkpoint import CheckpointError
 from seqdiff.dna.downstream import (
     BackboneEncoder,
@@ -26,7 +27,7 @@ from seqdiff.dna.downstream import (
 )
 from seqdiff.dna.downstream.baselines import fit_kmer_lr, predict_proba
 from seqdiff.dna.downstream.encoders import MemoizedEncoder
-from seqdiff.dna.downstream.finetune import benchmark, finetune, markdown_table
+from seqdiff.dna.downstream.finetune import finetune
 from seqdiff.dna.downstream.protocol import CNNMethod, fit_and_test
 from seqdiff.dna.tokenizer import KmerTokenizer, NucleotideTokenizer
 
@@ -217,7 +218,7 @@ def test_benchmark_smoke_writes_json_and_table(tmp_path):
         "task=genomic_benchmarks", "task.name=yeast_coding_mini", f"task.root={fixtures / 'genomic_benchmarks'}",
         f"checkpoint={ckpt}", "seeds=[0,1]", "trainer.max_epochs=1", "val_fraction=0.25", "long_sequences=tile",
         "methods.kmer_lr.k_max=3", "methods.cnn.channels=8", "methods.cnn.n_layers=1"]), tmp_path / "bench")
-    out = benchmark(cfg)
+    out = benchmark_downstream(cfg)
     assert set(out["results"]) == {"pretrained", "linear_probe", "scratch", "kmer_lr", "cnn"}
     for r in out["results"].values():
         assert r["n_seeds"] == 2 and set(r["mean"]) == {"acc", "mcc", "f1", "auroc"}
@@ -229,7 +230,7 @@ def test_benchmark_smoke_writes_json_and_table(tmp_path):
 def test_benchmark_without_checkpoint_says_what_to_do(tmp_path):
     cfg = _finalize(_compose("benchmark_downstream", ["task=splice"]), tmp_path)
     with pytest.raises(ValueError, match=r"linear_probe, pretrained need .*pass checkpoint=PATH .*methods.linear_probe=null methods.pretrained=null"):
-        benchmark(cfg)
+        benchmark_downstream(cfg)
 
 
 def test_markdown_table_format():

@@ -3,7 +3,6 @@ impute and evaluate through the scripts' functions and the CLI."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -15,17 +14,12 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import open_dict
 
+from seqdiff.tables.evaluate_table import evaluate_table
+from seqdiff.tables.tables import tables
 from seqdiff.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures"
-
-
-def load_script(name: str):
-    spec = importlib.util.spec_from_file_location(f"script_{name}", ROOT / "scripts" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def compose_cfg(name: str, overrides: list[str]):
@@ -60,10 +54,9 @@ def test_every_table_config_instantiates():
 
 
 def test_sample_and_impute_functions(checkpoint, tmp_path):
-    tables = load_script("tables")
     cfg = compose_cfg("tables", ["command=sample", f"checkpoint={checkpoint}", "num_rows=20",
                                  f"out={tmp_path / 's.csv'}", "steps=16"])
-    tables.run(cfg)
+    tables(cfg)
     synth = pd.read_csv(tmp_path / "s.csv", keep_default_na=False, dtype=str)
     assert synth.shape == (20, 15) and synth["age"].str.fullmatch(r"-?\d+|").all()  # integers stay integral
 
@@ -76,7 +69,7 @@ def test_sample_and_impute_functions(checkpoint, tmp_path):
     holes.to_csv(tmp_path / "in.csv", index=False)
     cfg = compose_cfg("tables", ["command=impute", f"checkpoint={checkpoint}", f"input={tmp_path / 'in.csv'}",
                                  f"out={tmp_path / 'out.csv'}", "steps=16", "num_draws=2"])
-    tables.run(cfg)
+    tables(cfg)
     out = pd.read_csv(tmp_path / "out.csv", keep_default_na=False, dtype=str)
     assert out["id"].tolist() == holes["id"].tolist()
     assert out["income"].isin(["<=50K", ">50K"]).all() and out["age"].str.fullmatch(r"\d+").all()
@@ -93,10 +86,9 @@ def test_cli_errors_and_evaluate(checkpoint, tmp_path):
                            f"input={bad}", f"out={tmp_path / 'o.csv'}"], capture_output=True, text=True, cwd=ROOT)
     assert done.returncode == 2 and "line 2: expected 15 fields" in done.stderr
 
-    ev = load_script("evaluate_table")
     cfg = compose_cfg("evaluate_table", [f"checkpoint={checkpoint}", "num_rows=150", "impute_rows=60",
                                          "num_draws=2", "steps=16", f"out={tmp_path / 'e.json'}"])
-    result = ev.evaluate(cfg)
+    result = evaluate_table(cfg)
     saved = json.loads((tmp_path / "e.json").read_text())
     assert set(saved["fidelity"]) == set(result["fidelity"]) and len(saved["imputation"]) == 4
     real = saved["fidelity"]["real held-out (upper bound)"]

@@ -1,8 +1,8 @@
-"""The benchmark behind `scripts/benchmark.py`: MDLM vs AR transformer vs Markov on held-out DNA, in one run.
+"""`benchmark(cfg)` (scripts/benchmark.py): MDLM vs AR transformer vs Markov on held-out DNA, in one run.
 
 Sections (each a function returning a JSON-able dict): `train_models` (both models through scripts/train.py
 with identical data, steps and batch, so equal training tokens), `likelihood`, `generation`, `training`.
-`run(cfg)` strings them together and writes results.json + RESULTS.md (see benchmark_report.py).
+`benchmark(cfg)` strings them together and writes results.json + RESULTS.md (see benchmark_report.py).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import logging
 import math
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -36,6 +37,7 @@ from seqdiff.dna.markov import best_markov
 from seqdiff.dna.metrics import kmer_js
 from seqdiff.dna.windows import EvalWindows
 from seqdiff.evaluation.likelihood import evaluate_likelihood
+from seqdiff.io import log_file, write_text
 
 log = logging.getLogger("seqdiff.benchmark")
 LN2 = math.log(2.0)
@@ -56,17 +58,17 @@ def train_models(cfg: DictConfig, work_dir: Path, retrain: bool, threads: int | 
                 and (run_dir / "metrics.json").is_file():
             log.info("reusing %s (same overrides; retrain=true to train again)", run_dir)
         else:
-            if run_dir.exists():
-                subprocess.run(["rm", "-rf", str(run_dir)], check=True)
+            if run_dir.exists():  # a stale or different run of this benchmark: only ever inside work_dir
+                shutil.rmtree(run_dir)
             run_dir.mkdir(parents=True)
             log.info("training %s: %s", name, " ".join(overrides))
             cmd = [sys.executable, "scripts/train.py", *overrides, "++trainer.enable_progress_bar=false"]
             env = dict(os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {}))
-            with open(run_dir / "train.log", "w") as f:
+            with log_file(run_dir / "train.log") as f:
                 proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env)
             if proc.returncode != 0:
                 raise RuntimeError(f"training {name} failed; see {run_dir / 'train.log'}")
-            stamp.write_text(json.dumps(overrides))
+            write_text(stamp, json.dumps(overrides))
         metrics = json.loads((run_dir / "metrics.json").read_text())
         times = json.loads((run_dir / "step_times.json").read_text())
         out[name] = {"run_dir": str(run_dir), "metrics": metrics, "overrides": overrides, **times}
@@ -201,7 +203,7 @@ def training(cfg: DictConfig, trained: dict, shape: TransformerShape, batch: int
 
 
 # ------------------------------------------------------------------------------------------------ run
-def run(cfg: DictConfig) -> dict:
+def benchmark(cfg: DictConfig) -> dict:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     t_start, load_start = time.perf_counter(), os.getloadavg()
@@ -235,9 +237,8 @@ def run(cfg: DictConfig) -> dict:
     from seqdiff.benchmarks.report import goals, render
 
     results["goals"] = goals(results)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "results.json").write_text(json.dumps(results, indent=1, default=float) + "\n")
-    (out_dir / "RESULTS.md").write_text(render(results))
+    write_text(out_dir / "results.json", json.dumps(results, indent=1, default=float) + "\n")
+    write_text(out_dir / "RESULTS.md", render(results))
     log.info("wrote %s and %s in %.0f s", out_dir / "results.json", out_dir / "RESULTS.md", results["seconds"])
     return results
 

@@ -69,7 +69,7 @@ def genome_files(
     for p in (fasta, bed):
         if p is not None and not p.exists():
             raise GenomeNotFoundError(
-                f"genome {name!r} is missing {p}; fetch it with `python scripts/fetch_genome.py {name} --root {root}`"
+                f"genome {name!r} is missing {p}; fetch it with `python scripts/fetch_genome.py {name} root={root}`"
             )
     return GenomeFiles(name, fasta, bed)
 

@@ -1,4 +1,4 @@
-"""`dna_results(cfg)`: trained runs vs the best Markov model on identical held-out windows (scripts/results_dna.py)."""
+"""`results_dna(cfg)`: trained runs vs the best Markov model on identical held-out windows (scripts/results_dna.py)."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ def _windows(dm, split: str) -> torch.Tensor:
     return torch.cat([b["x0"] for b in loader])  # (N, L)
 
 
-def dna_results(cfg: DictConfig) -> dict:
+def results_dna(cfg: DictConfig) -> dict:
     runs = [Path(r) for r in cfg.runs]
     if not runs:
         raise ValueError("give at least one run directory: runs=[outputs/demo]")

@@ -74,6 +74,11 @@ class LoadedModel:
     def window(self) -> int:
         return int(self.backbone.max_len)
 
+    def datamodule(self, **overrides: Any) -> Any:
+        """The datamodule the model was trained on: its stored `data` config with `overrides`, built with the
+        checkpoint's own tokenizer (a fitted table or BPE tokenizer is reused, not fitted again)."""
+        return instantiate({**self.config["data"], **overrides}, tokenizer=self.tokenizer)
+
 
 def read_checkpoint(path: str | Path) -> dict:
     path = Path(path)

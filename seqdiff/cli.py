@@ -33,7 +33,7 @@ def run_cli(fn: Callable[[Any], Any], cfg: Any) -> Any:
         sys.exit(2)
 
 
-# ---- config errors (reliability, issue 8) ------------------------------------------------------------------------
+# ---- config errors: one line, like a user error ----------------------------------------------------------------------
 def run_hydra(main: Callable[[], Any], positional: str | None = None) -> Any:
     """Call a `@hydra.main` function; a config error (unknown key, bad override, missing `???` value, unknown
     group option) becomes one line `error: ...` and exit code 2, like run_cli's user errors, instead of Hydra's

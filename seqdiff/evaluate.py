@@ -39,10 +39,7 @@ def evaluate(cfg: DictConfig) -> dict:
     else:
         if cfg.split not in ("test", "valid"):
             raise ValueError(f"split must be 'test' or 'valid', got {cfg.split!r}")
-        data_cfg = dict(model.config["data"])
-        data_cfg["max_eval_windows"] = int(cfg.max_windows)
-        data_cfg["batch_size"] = int(cfg.batch_size)
-        dm = instantiate(data_cfg, tokenizer=tok)
+        dm = model.datamodule(max_eval_windows=int(cfg.max_windows), batch_size=int(cfg.batch_size))
         dm.setup("test" if cfg.split == "test" else "validate")
         loader = dm.test_dataloader() if cfg.split == "test" else dm.val_dataloader()
         source = f"{model.config['data'].get('genome', 'data')}:{cfg.split}"

@@ -24,7 +24,8 @@ log = logging.getLogger("seqdiff.sample")
 def sample(cfg: DictConfig) -> dict:
     model = seqdiff.load(cfg.checkpoint)
     if model.objective != "mdlm":
-        raise ValueError(f"{cfg.checkpoint} is an '{model.objective}' model; scripts/sample.py samples diffusion models")
+        raise ValueError(f"{cfg.checkpoint} is an '{model.objective}' model; scripts/sample.py samples "
+                         "diffusion models")
     tok = model.tokenizer
     bpt = getattr(tok, "bases_per_token", 1)
     length = int(cfg.length) if cfg.length is not None else model.window * bpt

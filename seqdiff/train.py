@@ -69,7 +69,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     callbacks = [instantiate(c) for c in cfg.callbacks.values()] if cfg.get("callbacks") else []
     logger = instantiate(cfg.logger) if cfg.get("logger") else False
-    # Always on (issue 8): noise drawn per batch from (seed, rank, batch index), so a resumed run matches an
+    # Always on, for exact resume: noise drawn per batch from (seed, rank, batch index), so a resumed run matches an
     # uninterrupted one; checkpoints written to a temp file and renamed, so a kill mid-save keeps last.ckpt.
     callbacks.append(StepSeed(cfg.seed))
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger,

@@ -32,7 +32,7 @@ from seqdiff.benchmarks.flops import (
 )
 from seqdiff.benchmarks.generation import Models
 from seqdiff.checkpoint import load as load_checkpoint
-from seqdiff.diffusion.objective import ar_nll
+from seqdiff.diffusion.objective import LN2, ar_nll
 from seqdiff.dna.markov import best_markov
 from seqdiff.dna.metrics import kmer_js
 from seqdiff.dna.windows import EvalWindows
@@ -40,7 +40,6 @@ from seqdiff.evaluation.likelihood import evaluate_likelihood
 from seqdiff.io import log_file, write_text
 
 log = logging.getLogger("seqdiff.benchmark")
-LN2 = math.log(2.0)
 DTYPES = {"float32": None, "bfloat16": torch.bfloat16}
 
 
@@ -212,7 +211,7 @@ def benchmark(cfg: DictConfig) -> dict:
     mdlm = load_checkpoint(Path(trained["mdlm"]["run_dir"]) / "checkpoints" / "last.ckpt")
     ar = load_checkpoint(Path(trained["ar"]["run_dir"]) / "checkpoints" / "last.ckpt")
     tok = mdlm.tokenizer
-    dm = instantiate(mdlm.config["data"], tokenizer=tok)
+    dm = mdlm.datamodule()
     batch, window = int(mdlm.config["data"]["batch_size"]), int(mdlm.backbone.max_len)
     steps = int(trained["mdlm"]["metrics"]["global_step"])
     train_bases = steps * batch * dm.window_bases

@@ -106,7 +106,9 @@ def run_worker(kind: str, **kwargs) -> dict:
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     if proc.returncode:
         return {**kwargs, "error": proc.stderr.strip().splitlines()[-1] if proc.stderr else "failed"}
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    result["peak_kib_per_token"] = result["peak_bytes_per_token"] / 1024
+    return result
 
 
 def run_train(name: str, steps: int, extra: list[str]) -> dict:
@@ -156,24 +158,19 @@ def benchmark_caduceus(cfg: DictConfig) -> dict:
     if "scan" in cfg.parts:
         rows = []
         for impl in cfg.scans:
-            rows.append(run_worker("scan", impl=impl, B=8, L=1024, D=128, N=16, reps=0 if impl == "naive" else cfg.reps))
+            reps = 0 if impl == "naive" else cfg.reps  # the naive scan takes about a minute: time it once
+            rows.append(run_worker("scan", impl=impl, B=8, L=1024, D=128, N=16, reps=reps))
             print(f"scan {impl}: {rows[-1].get('seconds', rows[-1].get('error'))}", file=sys.stderr)
-        for r in rows:
-            if "peak_bytes_per_token" in r:
-                r["peak_kib_per_token"] = r["peak_bytes_per_token"] / 1024
         out["scan"] = rows
         print("\nSelective scan, forward+backward, B=8 L=1024 D=128 N=16 (fp32)")
-        print(fmt_table(rows, [("impl", "impl", "s"), ("seconds", "seconds", ".3f"), ("tokens/s", "tokens_per_s", ",.0f"),
-                               ("KiB/token", "peak_kib_per_token", ".1f")]))
+        print(fmt_table(rows, [("impl", "impl", "s"), ("seconds", "seconds", ".3f"),
+                               ("tokens/s", "tokens_per_s", ",.0f"), ("KiB/token", "peak_kib_per_token", ".1f")]))
     if "models" in cfg.parts:
         rows = []
         for L in cfg.lengths:
             for name in cfg.models:
                 rows.append(run_worker("model", name=name, B=max(1, cfg.tokens // L), L=L, reps=cfg.reps))
                 print(f"model {name} L={L}: {rows[-1].get('seconds', rows[-1].get('error'))}", file=sys.stderr)
-        for r in rows:
-            if "peak_bytes_per_token" in r:
-                r["peak_kib_per_token"] = r["peak_bytes_per_token"] / 1024
         out["models"] = rows
         print("\nBackbones, forward+backward (fp32), peak RSS growth per token")
         print(fmt_table(rows, [("model", "model", "s"), ("params", "parameters", ","), ("L", "L", "d"), ("B", "B", "d"),

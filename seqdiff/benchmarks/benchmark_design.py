@@ -21,8 +21,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from seqdiff.checkpoint import load
 from seqdiff.dna import metrics as ev
-from seqdiff.dna.design import nelbo_bits_per_base
 from seqdiff.dna.spec import Design, load_jaspar_motif
+from seqdiff.evaluation.likelihood import nelbo_bits_per_base
 from seqdiff.io import atomic_write
 from seqdiff.sampling import sample
 
@@ -31,7 +31,7 @@ def benchmark_design(cfg: DictConfig) -> dict:
     model = load(cfg.checkpoint)
     tok, L, n, bs = model.tokenizer, int(cfg.length), int(cfg.num_samples), int(cfg.batch_size)
     rng = np.random.default_rng(int(cfg.seed))
-    dm = instantiate(model.config["data"], tokenizer=tok)
+    dm = model.datamodule()
     reference = ev.real_windows(dm.split_arrays("test"), L, int(cfg.reference_windows), rng)  # test split
     real = ev.real_windows(dm.split_arrays("valid"), L, n + 1, rng)  # valid split, same size as a sample set
     source, real = real[0], real[1:]

@@ -15,6 +15,8 @@ from typing import Any
 
 import lightning as L
 
+from seqdiff.io import write_text
+
 
 class StepTimer(L.Callback):
     def __init__(self, path: str) -> None:
@@ -23,7 +25,8 @@ class StepTimer(L.Callback):
         self.cpu_times: list[float] = []
         self._t0 = self._c0 = 0.0
 
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
+                             batch_idx: int) -> None:
         self._t0, self._c0 = time.perf_counter(), time.process_time()
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
@@ -32,5 +35,4 @@ class StepTimer(L.Callback):
         self.cpu_times.append(time.process_time() - self._c0)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.path.write_text(json.dumps({"step_seconds": self.times, "step_cpu_seconds": self.cpu_times}) + "\n")
+        write_text(self.path, json.dumps({"step_seconds": self.times, "step_cpu_seconds": self.cpu_times}) + "\n")

@@ -26,6 +26,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from seqdiff.io import write_array, write_text
+
 log = logging.getLogger("seqdiff.code.data")
 
 SPLITS = ("train", "valid", "test")
@@ -192,10 +194,7 @@ class CodeDataModule(L.LightningDataModule):
             "fitting BPE (vocab %d) on %d training files", tok.target_vocab_size, len(self.files["train"])
         )
         tok.fit(self.texts("train"))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(tok._json)
-        tmp.replace(path)
+        write_text(path, tok._json)
 
     def _tokenize(self, split: str) -> np.ndarray:
         tok = self.tokenizer
@@ -205,16 +204,13 @@ class CodeDataModule(L.LightningDataModule):
         if not path.is_file():
             ids = tok.encode_batch(self.texts(split))
             stream = np.concatenate([np.array([tok.bos_id, *d, tok.eos_id], dtype=np.uint16) for d in ids])
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            stream.tofile(tmp)
-            tmp.replace(path)
+            write_array(path, stream)
             meta = {
                 "files": len(ids),
                 "tokens": int(len(stream)),
                 "bytes": sum(len(t.encode()) for t in self.texts(split)),
             }
-            path.with_suffix(".json").write_text(json.dumps(meta) + "\n")
+            write_text(path.with_suffix(".json"), json.dumps(meta) + "\n")
             log.info("tokenized %s: %s", split, meta)
         return np.memmap(path, dtype=np.uint16, mode="r")
 

@@ -12,7 +12,6 @@ import math
 from pathlib import Path
 
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from seqdiff.checkpoint import check_tokenizer, load
@@ -39,8 +38,7 @@ def evaluate_code(cfg: DictConfig) -> dict:
     for m in loaded.values():  # both models must read the same tokens
         check_tokenizer(m, first.tokenizer, f"the {first_name} checkpoint")
     tokenizer = first.tokenizer
-    data_cfg = dict(first.config["data"])
-    datamodule = instantiate(data_cfg, tokenizer=tokenizer)
+    datamodule = first.datamodule()
     if cfg.split not in datamodule.files:
         raise ValueError(f"split must be one of {list(datamodule.files)}, got {cfg.split!r}")
     files = {}

@@ -21,25 +21,19 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from seqdiff.sampling.constraints import Constraints
+from seqdiff.sampling.autoregressive import decode
+from seqdiff.sampling.constraints import SPECIAL_ID_NAMES, Constraints, ordinary_tokens
 from seqdiff.sampling.loop import denoise
+from seqdiff.sampling.samplers import GridSampler
 
 MODES = ("oracle", "budget")
 
 
-class ConfidenceSampler:
+class ConfidenceSampler(GridSampler):
     """Deterministic greedy unmasking (MaskGIT / LLaDA "low-confidence remasking" without remasking):
     each step writes the argmax at the masked positions where the model is most confident; the number
     unmasked per step follows a linear schedule, so `num_steps` = hole length unmasks one token per step.
     Same interface as `AncestralSampler`; never calls the model."""
-
-    def __init__(self, num_steps: int) -> None:
-        if num_steps < 1:
-            raise ValueError(f"num_steps must be >= 1, got {num_steps}")
-        self.num_steps = num_steps
-
-    def timesteps(self, device: torch.device | str | None = None) -> Tensor:
-        return torch.linspace(1.0, 0.0, self.num_steps + 1, device=device)
 
     def step(self, log_p_x0: Tensor, xt: Tensor, t: float, s: float, mask_id: int,
              generator: torch.Generator | None = None) -> Tensor:
@@ -63,10 +57,7 @@ class InfillResult:
 
 def _content_mask(tokenizer, vocab_size: int, allow_eom: bool) -> Tensor:
     """(V,) bool: ordinary tokens (+ [EOM] in budget mode)."""
-    allowed = torch.ones(vocab_size, dtype=torch.bool)
-    for name in ("pad_id", "mask_id", "bos_id", "eos_id", "unk_id", "eom_id"):
-        if hasattr(tokenizer, name):
-            allowed[getattr(tokenizer, name)] = False
+    allowed = ordinary_tokens(tokenizer, vocab_size, (*SPECIAL_ID_NAMES, "eom_id"))
     if allow_eom:
         allowed[tokenizer.eom_id] = True
     return allowed
@@ -143,26 +134,24 @@ def infill_autoregressive(
     context, _ = fit_context([tokenizer.bos_id, *prefix_ids], [], window - max_new_tokens)
     allowed = _content_mask(tokenizer, backbone.vocab_size, allow_eom=False).to(device)
     newline = tokenizer.newline_count.to(device) > 0
-    kv = backbone.new_kv_caches()
-    x = torch.tensor([[tokenizer.bos_id, *context]], device=device)
-    generated: list[int] = []
-    lines, nfe = 0, 0
-    t0 = time.perf_counter()
-    while True:
-        logits = backbone(x, None, kv_caches=kv)[0, -1].float()  # (V,)
-        nfe += 1
-        logits = logits.masked_fill(~allowed, -torch.inf)
+    lines = 0
+
+    def pick(logits: Tensor, i: int) -> Tensor:  # (1, V) -> (1,): greedy, or a draw at `temperature`
+        logits = logits[0].float().masked_fill(~allowed, -torch.inf)
         if temperature > 0:
-            probs = (logits / temperature).softmax(-1)
-            nxt = int(torch.multinomial(probs, 1, generator=generator))
-        else:
-            nxt = int(logits.argmax())
-        generated.append(nxt)
-        lines += int(newline[nxt])
-        if len(generated) >= max_new_tokens or (stop_newlines is not None and lines >= stop_newlines):
-            break
-        x = torch.tensor([[nxt]], device=device)
+            return torch.multinomial((logits / temperature).softmax(-1), 1, generator=generator)
+        return logits.argmax().reshape(1)
+
+    def stop(token: Tensor) -> bool:  # after `stop_newlines` generated newlines
+        nonlocal lines
+        lines += int(newline[token[0]])
+        return stop_newlines is not None and lines >= stop_newlines
+
+    t0 = time.perf_counter()
+    out, nfe = decode(backbone, torch.tensor([[tokenizer.bos_id, *context]], device=device), max_new_tokens,
+                      pick, stop)
     seconds = time.perf_counter() - t0
+    generated = out[0].tolist()
     full = torch.tensor([tokenizer.bos_id, *context, *generated])
     return InfillResult(generated, nfe, seconds, full, (1 + len(context), len(full)))
 
@@ -261,7 +250,8 @@ def budget_tokens(n_lines: int, budget_per_line: int, window: int) -> int:
 
 
 __all__ = ["ConfidenceSampler", "InfillResult", "LineHole", "TextInfill", "MODES", "fit_context",
-           "infill_autoregressive", "infill_diffusion", "infill_lines", "split_lines", "budget_tokens", "parse_line_range"]
+           "infill_autoregressive", "infill_diffusion", "infill_lines", "split_lines", "budget_tokens",
+           "parse_line_range"]
 
 
 def parse_line_range(spec: str | int) -> tuple[int, int]:

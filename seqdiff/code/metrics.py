@@ -174,7 +174,8 @@ def markdown_table(rows: Sequence[dict], bits: dict[str, dict] | None = None) ->
         b = (bits or {}).get(r["method"])
         bt = f"{b['bits_per_token']:.3f} ± {b['stderr']:.3f}{' (bound)' if b.get('bound') else ''}" if b else "-"
         out.append(f"| {r['method']} | {r['mode']} | {r['single_exact']:.1%} | {r['single_valid']:.1%} | "
-                   f"{r['multi_exact']:.1%} | {r['multi_valid']:.1%} | {r['blank']:.1%} | {r['seconds_per_line']:.3f} | "
+                   f"{r['multi_exact']:.1%} | {r['multi_valid']:.1%} | {r['blank']:.1%} | "
+                   f"{r['seconds_per_line']:.3f} | "
                    f"{r['nfe_per_line']:.1f} | {bt} |")
     return "\n".join(out) + "\n"
 

@@ -92,7 +92,7 @@ class GenomeDataModule(L.LightningDataModule):
 
     def prepare_data(self) -> None:
         # Lightning runs this on local rank 0 before setup() on every rank: the byte cache is built once per
-        # node instead of by every DDP rank at once into the same files (reliability, issue 8).
+        # node instead of by every DDP rank at once into the same files.
         self.load()
 
     def setup(self, stage: str | None = None) -> None:
@@ -136,7 +136,7 @@ class GenomeDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         # Lightning calls sampler.set_epoch(epoch) at each epoch start: new, reproducible windows per epoch.
-        # Resume (reliability, issue 8): Lightning restores its loop counters before it asks for this loader, so
+        # Exact resume: Lightning restores its loop counters before it asks for this loader, so
         # start at the restored epoch, after the batches every rank already trained on.
         epoch = skip = 0
         if self.trainer is not None:

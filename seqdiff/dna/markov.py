@@ -7,13 +7,10 @@ model, which sees one window): position i of a window uses order min(i, k). Addi
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-
-LN2 = math.log(2.0)
 
 
 def _codes(seq: np.ndarray, order: int, alphabet: int) -> np.ndarray:

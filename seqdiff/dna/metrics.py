@@ -17,15 +17,13 @@ from typing import Any
 
 import numpy as np
 
-_LUT = np.full(256, -1, dtype=np.int64)
-for _i, _b in enumerate("ACGT"):
-    _LUT[ord(_b)] = _LUT[ord(_b.lower())] = _i
+from seqdiff.dna.tokenizer import ACGT_CODE_LUT
 
 
 def encode(seq: str | np.ndarray) -> np.ndarray:
     """str or uint8 ASCII array (e.g. `GenomeDataModule.split_arrays`) -> int64 codes, A C G T = 0..3, else -1."""
     arr = np.frombuffer(seq.encode("ascii"), dtype=np.uint8) if isinstance(seq, str) else np.asarray(seq, np.uint8)
-    return _LUT[arr]
+    return ACGT_CODE_LUT[arr]
 
 
 def _kmer_codes(codes: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

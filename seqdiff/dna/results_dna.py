@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 import seqdiff
@@ -31,9 +30,7 @@ def results_dna(cfg: DictConfig) -> dict:
     if not runs:
         raise ValueError("give at least one run directory: runs=[outputs/demo]")
     first = seqdiff.load(runs[0] / "checkpoints" / "last.ckpt")
-    data_cfg = dict(first.config["data"])
-    data_cfg.update(max_eval_windows=int(cfg.max_eval_windows), batch_size=int(cfg.batch_size))
-    dm = instantiate(data_cfg, tokenizer=first.tokenizer)
+    dm = first.datamodule(max_eval_windows=int(cfg.max_eval_windows), batch_size=int(cfg.batch_size))
     test, valid = _windows(dm, "test"), _windows(dm, "valid")
     bpt = getattr(first.tokenizer, "bases_per_token", 1)
 

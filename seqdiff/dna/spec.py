@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from seqdiff.dna.tokenizer import COMPLEMENT
 from seqdiff.sampling.constraints import Constraints
 
 BASES = "ACGT"
@@ -37,12 +38,11 @@ IUPAC: dict[str, str] = {
 _BIT = {b: 1 << i for i, b in enumerate(BASES)}  # allowed sets as 4-bit masks: A=1 C=2 G=4 T=8
 _CODE = {letter: sum(_BIT[b] for b in bases) for letter, bases in IUPAC.items()}
 _LETTER = {code: letter for letter, code in _CODE.items() if letter != "U"}  # mask -> IUPAC letter
-_COMPLEMENT = str.maketrans("ACGT", "TGCA")
 DEFAULT_JASPAR_RELEASE = "JASPAR2024"
 
 
 def reverse_complement(seq: str) -> str:
-    return seq.translate(_COMPLEMENT)[::-1]
+    return seq.translate(COMPLEMENT)[::-1]
 
 
 def iupac_masks(template: str, what: str = "template") -> list[int]:

@@ -23,7 +23,7 @@ from tokenizers import Tokenizer as HFTokenizer
 from seqdiff.tokenizers.base import BOS, EOS, MASK, PAD, SPECIAL_TOKENS, UNK, Tokenizer
 
 BASES = "ACGTN"
-_COMPLEMENT = str.maketrans("ACGTN", "TGCAN")
+COMPLEMENT = str.maketrans("ACGTN", "TGCAN")  # str.translate table
 INVALID = 255
 
 # 256-entry lookup: ASCII byte -> base code 0..4 (A C G T N), INVALID for anything outside IUPAC.
@@ -33,6 +33,8 @@ for _i, _b in enumerate("ACGT"):
 for _b in "RYSWKMBDHVN":
     BASE_CODE_LUT[ord(_b)] = BASE_CODE_LUT[ord(_b.lower())] = 4
 _CODE_TO_BYTE = np.frombuffer(BASES.encode(), dtype=np.uint8)
+# The same lookup with only A C G T kept (0..3) and everything else -1, as int64 (k-mer counting).
+ACGT_CODE_LUT = np.where(BASE_CODE_LUT < 4, BASE_CODE_LUT.astype(np.int64), -1)
 
 
 def base_codes(seq: np.ndarray | bytes | str) -> np.ndarray:
@@ -159,7 +161,7 @@ class KmerTokenizer(_NucleotideBase):
         self._id_to_str = [("-" * k if t == MASK else t) for t in self.tokens]
         self.complement_ids = torch.tensor(
             [
-                i if t in SPECIAL_TOKENS else self.vocab[t[::-1].translate(_COMPLEMENT)]
+                i if t in SPECIAL_TOKENS else self.vocab[t[::-1].translate(COMPLEMENT)]
                 for i, t in enumerate(self.tokens)
             ],
             dtype=torch.long,

@@ -57,7 +57,7 @@ def _to_tokens(tokenizer, seq: np.ndarray) -> torch.Tensor:
 class EpochSampler(Sampler[int]):
     """Yields `epoch * n + i` for i in range(n); the dataset splits it back into (epoch, i).
 
-    Resume (reliability, issue 8): `epoch` and `skip` start a resumed run where the checkpoint left off: in
+    Exact resume: `epoch` and `skip` start a resumed run where the checkpoint left off: in
     that epoch the indices are shifted by `skip` (the number already consumed over all ranks), so the
     DistributedSampler that Lightning wraps around this one hands every rank exactly the windows it would have
     read next. The length stays n; Lightning stops the epoch after the remaining n - skip (its restored batch
@@ -219,5 +219,5 @@ class FastaWindows(Dataset):
 
 def fasta_windows(path: str | os.PathLike, tokenizer, window: int, max_n_frac: float = 0.5) -> FastaWindows:
     """Window an arbitrary FASTA for evaluation (`scripts/evaluate.py fasta=ANY.fa`); window in bases."""
-    validate_fasta(path)  # reliability (issue 8): bad bytes / no header -> ValueError naming file:line
+    validate_fasta(path)  # bad bytes / no header -> ValueError naming file:line, before any window is read
     return FastaWindows(path, tokenizer, window, max_n_frac)

@@ -18,6 +18,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+from seqdiff.io import atomic_write
 from seqdiff.tables.data import TableDataModule
 
 log = logging.getLogger("seqdiff.tables.adult")
@@ -82,12 +83,10 @@ def fetch_adult(cache_dir: str | Path = "data_cache/adult") -> dict[str, Path]:
                 rows = clean_rows(z.read(member).decode("utf-8"), split)
                 if len(rows) != ROWS[split]:
                     raise RuntimeError(f"Adult {split}: expected {ROWS[split]} rows, got {len(rows)}")
-                tmp_csv = paths[split].with_suffix(".tmp")
-                with tmp_csv.open("w", newline="") as f:
+                with atomic_write(paths[split], newline="") as f:  # a half-written cache is never used
                     w = csv.writer(f)
                     w.writerow(COLUMNS)
                     w.writerows(rows)
-                tmp_csv.replace(paths[split])  # atomic: a half-written cache is never used
     return paths
 
 

@@ -20,6 +20,7 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from seqdiff.io import write_csv
 from seqdiff.tables.tokenizer import DEFAULT_MISSING, KINDS, TableTokenizer, infer_kind, parse_number
 
 log = logging.getLogger("seqdiff.tables.data")
@@ -154,8 +155,7 @@ def write_table(frame: pd.DataFrame, kinds: Mapping[str, str], path: str | Path,
     """Write a typed frame as CSV (columns not in kinds are written as text)."""
     cells = pd.DataFrame({c: [format_cell(v, kinds.get(c, "categorical"), na_rep) for v in frame[c]]
                           for c in frame.columns})
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    cells.to_csv(path, index=False)
+    write_csv(cells, path, index=False)
 
 
 class RowDataset(Dataset):

@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from seqdiff.io import write_text
@@ -29,7 +28,7 @@ log = logging.getLogger("seqdiff.evaluate_table")
 def evaluate_table(cfg: DictConfig) -> dict:
     model = load_table_model(cfg.checkpoint)
     tok, kinds = model.tokenizer, model.tokenizer.kinds
-    data = instantiate(model.config["data"], tokenizer=tok)  # fitted tokenizer: not refitted
+    data = model.datamodule()  # with the fitted tokenizer: not refitted
     train, test, target = data.train_frame, data.test_frame, data.target
     rng = np.random.default_rng(cfg.seed)
     n = int(cfg.num_rows)
@@ -93,7 +92,8 @@ def markdown(r: dict) -> str:
     for name, f in r["fidelity"].items():
         ml = f.get("ml_efficacy", {})
         mls = f"{ml.get('accuracy', float('nan')):.4f} / {ml.get('roc_auc', float('nan')):.4f}" if ml else "-"
-        lines.append(f"| {name} | {f['column_shapes']:.4f} | {f['pair_trends']:.4f} | {f['detection_auc']:.4f} / {f['detection_auc_gbm']:.4f} | "
+        lines.append(f"| {name} | {f['column_shapes']:.4f} | {f['pair_trends']:.4f} | "
+                     f"{f['detection_auc']:.4f} / {f['detection_auc_gbm']:.4f} | "
                      f"{mls} | {f['dcr']['median']:.4f} | {f['dcr']['exact_copies']:.4f} |")
     lines += ["", f"Imputation of {r['masked_cells']} cells masked at random (rate "
               f"{r['config']['impute_rate']}) in {r['config']['impute_rows']} real test rows:", "",

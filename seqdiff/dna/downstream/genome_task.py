@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from seqdiff.dna.downstream.tasks import Task, read_labeled
+from seqdiff.io import write_csv, write_text
 
 log = logging.getLogger("seqdiff.downstream")
 
@@ -114,9 +115,9 @@ def build_coding_task(fasta: str | Path, gff: str | Path, out_dir: str | Path, w
         if frame.label.nunique() < 2:
             raise ValueError(f"{name} split has classes {frame.label.unique().tolist()} only; lower window/stride")
         frame = _balance(frame, rng)
-        frame[["sequence", "label", "start"]].to_csv(out_dir / f"{name}.csv", index=False)
+        write_csv(frame[["sequence", "label", "start"]], out_dir / f"{name}.csv", index=False)
         record[name] = frame.label.value_counts().sort_index().to_dict()
-    (out_dir / "build.json").write_text(json.dumps(record, indent=1) + "\n")
+    write_text(out_dir / "build.json", json.dumps(record, indent=1) + "\n")
     log.info("built coding-vs-intergenic task in %s: %s", out_dir, record)
     return record
 

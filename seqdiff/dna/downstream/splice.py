@@ -29,6 +29,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from seqdiff.io import write_csv
+
 log = logging.getLogger("seqdiff.dna.downstream.splice")
 
 DEB_SPEC = {
@@ -117,9 +119,7 @@ def load_splice(cache_dir: str | Path = "data_cache/splice", progress: bool = Fa
             log.info("fetching %s", DEB_SPEC["fetch"]["url"])
             data = parse_dna_rda(_obtain(DEB_SPEC, Path(tmp), progress))
         frame = pd.DataFrame({"sequence": data.sequences, "label": data.labels, "split": data.split})
-        tmp_csv = csv.with_suffix(".csv.tmp")
-        frame.to_csv(tmp_csv, index=False)
-        tmp_csv.replace(csv)
+        write_csv(frame, csv, index=False)
         log.info("wrote %s (%d rows)", csv, len(frame))
     frame = pd.read_csv(csv, dtype=str, keep_default_na=False)
     if list(frame.columns) != ["sequence", "label", "split"] or len(frame) != N_ROWS:

@@ -1,4 +1,4 @@
-"""Fetch a catalogued genome: `python scripts/fetch_genome.py NAME [root=genomes] [force=true] [verify=true]`; `list=true` lists them."""
+"""Fetch a catalogued genome: `python scripts/fetch_genome.py NAME [root=genomes] [force=true]` (list=true)."""
 
 import hydra
 from omegaconf import DictConfig

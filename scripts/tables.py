@@ -1,4 +1,4 @@
-"""Table rows: `python scripts/tables.py sample checkpoint=PATH num_rows=N out=FILE.csv` or `... impute ... input=FILE.csv`."""
+"""Table rows: `python scripts/tables.py sample checkpoint=PATH num_rows=N out=FILE.csv` (or `impute input=...`)."""
 
 import hydra
 from omegaconf import DictConfig

@@ -8,20 +8,10 @@ import torch
 from hydra.utils import get_class
 
 import seqdiff
-from seqdiff.backbones import Transformer
 from seqdiff.checkpoint import MOVED_TARGETS, current_target
+from seqdiff.dna.tokenizer import KmerTokenizer, NucleotideTokenizer
 
-MODEL = {"_target_": "seqdiff.backbones.Transformer", "d_model": 32, "n_layers": 1, "n_heads": 2, "d_cond": 16}
-
-
-def _old_checkpoint(path, tokenizer: dict, data: dict, vocab_size: int) -> None:
-    """The layout scripts/train.py wrote before the move, with the old `_target_` strings."""
-    init = {"vocab_size": vocab_size, "max_len": 16}
-    backbone = Transformer(**init, **{k: v for k, v in MODEL.items() if k != "_target_"})
-    torch.save({"state_dict": {f"backbone.{k}": v for k, v in backbone.state_dict().items()},
-                "seqdiff": {"config": {"model": MODEL, "data": data}, "tokenizer": tokenizer, "objective": "mdlm",
-                            "backbone_init": init, "schedule": {"_target_": "seqdiff.noise.LogLinearSchedule"}}},
-               path)
+from helpers import write_checkpoint
 
 
 @pytest.mark.parametrize("tokenizer,data,cls,vocab", [
@@ -33,8 +23,8 @@ def _old_checkpoint(path, tokenizer: dict, data: dict, vocab_size: int) -> None:
      {"_target_": "seqdiff.data.GenomeDataModule"}, "KmerTokenizer", 10),
 ])
 def test_checkpoint_from_before_the_move_loads(tmp_path, tokenizer, data, cls, vocab):
-    path = tmp_path / "old.ckpt"
-    _old_checkpoint(path, tokenizer, data, vocab)
+    tok = (KmerTokenizer(tokenizer["k"]) if "k" in tokenizer else NucleotideTokenizer())  # what it rebuilds to
+    path = write_checkpoint(tmp_path / "old.ckpt", tok, max_len=16, data=data, tokenizer_config=tokenizer)
     m = seqdiff.load(path)
     assert type(m.tokenizer).__name__ == cls and type(m.tokenizer).__module__ == "seqdiff.dna.tokenizer"
     assert m.tokenizer.vocab_size == vocab and m.config["data"]["_target_"] == "seqdiff.dna.datamodule.GenomeDataModule"

@@ -8,7 +8,6 @@ import sysconfig
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from seqdiff.checkpoint import load
@@ -16,8 +15,9 @@ from seqdiff.code.evaluate_code import evaluate_code
 from seqdiff.code.infill import infill_file
 from seqdiff.train import train
 
+from helpers import TINY_MODEL_OVERRIDES, compose
+
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
-ROOT = Path(__file__).resolve().parents[1]
 # With 30% valid / 30% test by path hash: train bisect heapq colorsys, valid fnmatch, test stat copy.
 FILES = ["bisect.py", "heapq.py", "colorsys.py", "fnmatch.py", "stat.py", "copy.py"]
 
@@ -31,13 +31,12 @@ def _train(tmp_path: Path, name: str, extra: list[str]) -> Path:
     overrides = [
         "experiment=python_code", f"run_dir={tmp_path / name}", f"data.root={corpus}",
         f"data.cache_dir={tmp_path / 'cache'}", "data.valid_fraction=0.3", "data.test_fraction=0.3",
-        "data.window=64", "data.batch_size=4", "tokenizer.vocab_size=400", "model.d_model=32", "model.n_layers=1",
-        "model.n_heads=2", "model.d_cond=16", "trainer.max_steps=3", "trainer.val_check_interval=3",
+        "data.window=64", "data.batch_size=4", "tokenizer.vocab_size=400", *TINY_MODEL_OVERRIDES,
+        "trainer.max_steps=3", "trainer.val_check_interval=3",
         "trainer.limit_val_batches=1", "trainer.limit_test_batches=1", "trainer.enable_progress_bar=false",
         "callbacks.checkpoint.every_n_train_steps=3", "objective.warmup_steps=1", "~logger", *extra,
     ]
-    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
-        cfg = compose("train", overrides=overrides)
+    cfg = compose("train", overrides)
     metrics = train(cfg)
     assert metrics["global_step"] == 3 and "test/bpb" in metrics
     return Path(metrics["checkpoint"])

@@ -93,7 +93,8 @@ def test_labeled_fasta_and_csv(tmp_path, splice_rows):
     assert task.name == "train" and task.classes == ("ei", "ie", "n")
     assert len(task.train_sequences) == 15 and len(task.test_sequences) == 15
     assert task.train_sequences[0] == rows[0][1] and task.test_labels[0] == rows[1][2]
-    pd.DataFrame({"sequence": splice_rows["sequence"], "label": splice_rows["label"]}).to_csv(tmp_path / "a.csv", index=False)
+    frame = pd.DataFrame({"sequence": splice_rows["sequence"], "label": splice_rows["label"]})
+    frame.to_csv(tmp_path / "a.csv", index=False)
     task = labeled_task(str(tmp_path / "a.csv"), str(tmp_path / "a.csv"), name="csv")
     assert Counter(task.train_labels) == {"ei": 10, "ie": 10, "n": 10}
 

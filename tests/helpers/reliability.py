@@ -1,5 +1,5 @@
-"""Shared by tests/test_reliability*.py: a tiny DNA training config on the real chr20 fixture, and small test
-callbacks that the subprocess tests load by `_target_` (tests/ is put on PYTHONPATH)."""
+"""For tests/test_reliability*.py: the tiny DNA training command line on the real chr20 fixture, and small test
+callbacks that subprocess tests load by `_target_: helpers.reliability.<Class>` (tests/ is on PYTHONPATH)."""
 
 from __future__ import annotations
 
@@ -12,31 +12,19 @@ from pathlib import Path
 import lightning as L
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-FIXTURES = ROOT / "tests" / "fixtures"
-FASTA = FIXTURES / "chr20_300kb.fa"
-BED = FIXTURES / "chr20_300kb_splits.bed"
+from helpers import CHR20, CHR20_BED, TINY_MODEL_OVERRIDES
 
 
 def tiny_overrides(run_dir: Path | str, cache_dir: Path | str, steps: int, ckpt_every: int) -> list[str]:
-    """CLI overrides for a ~2 s-per-few-steps run: real chr20 windows, 2-layer d=32 transformer, no validation."""
+    """CLI overrides for a ~2 s-per-few-steps run: real chr20 windows, the tiny model, no validation."""
     return [
-        "data.genome=null", f"++data.fasta={FASTA}", f"++data.bed={BED}", f"++data.cache_dir={cache_dir}",
-        "data.window=64", "data.batch_size=4", "data.max_eval_windows=4",
-        "model.d_model=32", "model.n_layers=2", "model.n_heads=2", "model.d_cond=32",
+        "data.genome=null", f"++data.fasta={CHR20}", f"++data.bed={CHR20_BED}", f"++data.cache_dir={cache_dir}",
+        "data.window=64", "data.batch_size=4", "data.max_eval_windows=4", *TINY_MODEL_OVERRIDES,
         f"trainer.max_steps={steps}", "trainer.limit_val_batches=0", "trainer.log_every_n_steps=1",
         "++trainer.enable_progress_bar=false",
         f"callbacks.checkpoint.every_n_train_steps={ckpt_every}", "callbacks.checkpoint.save_top_k=-1",
         "run_test=false", f"run_dir={run_dir}",
     ]
-
-
-def compose(overrides: list[str], config: str = "train"):
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-
-    with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
-        return hydra_compose(config, overrides=overrides)
 
 
 def train_losses(run_dir: Path | str) -> dict[int, float]:
@@ -53,15 +41,7 @@ def load_state(path: Path | str) -> dict:
     return torch.load(path, map_location="cpu", weights_only=False)
 
 
-def subprocess_env(extra_path: Path | None = None) -> dict[str, str]:
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    env.pop("HYDRA_FULL_ERROR", None)  # scripts print config errors as one line unless it is "1"
-    paths = [str(ROOT), str(ROOT / "tests")] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
-    env["PYTHONPATH"] = os.pathsep.join(paths)
-    return env
-
-
-# ---- callbacks used through `+callbacks.<name>._target_=test_reliability_helpers.<Class>` ---------------------------
+# ---- callbacks used through `+callbacks.<name>._target_=helpers.reliability.<Class>` -------------------------
 
 
 class HangAfterStep(L.Callback):

@@ -1,15 +1,15 @@
-"""Benchmark MDLM vs AR vs Markov: `python scripts/benchmark.py [benchmark=full]` -> benchmarks/RESULTS.md."""
+"""MDLM vs AR vs Markov: `python scripts/benchmark.py [benchmark=full]` -> benchmarks/RESULTS.md."""
 
 import hydra
 from omegaconf import DictConfig
 
+from seqdiff.benchmarks.benchmark import benchmark
 from seqdiff.cli import run_cli, run_hydra
-from seqdiff.evaluation.benchmark import run
 
 
 @hydra.main(config_path="../configs", config_name="benchmark", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    run_cli(run, cfg)
+    run_cli(benchmark, cfg)
 
 
 if __name__ == "__main__":

@@ -3,14 +3,14 @@
 import hydra
 from omegaconf import DictConfig
 
-from seqdiff.cli import run_cli
-from seqdiff.evaluation.downstream.run import benchmark
+from seqdiff.benchmarks.benchmark_downstream import benchmark_downstream
+from seqdiff.cli import run_cli, run_hydra
 
 
 @hydra.main(config_path="../configs", config_name="benchmark_downstream", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    run_cli(benchmark, cfg)
+    run_cli(benchmark_downstream, cfg)
 
 
 if __name__ == "__main__":
-    main()
+    run_hydra(main)

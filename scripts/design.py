@@ -1,13 +1,10 @@
-"""Constrained design: `python scripts/design.py checkpoint=PATH template=STRING num_samples=N out=designs.fasta`.
-
-See configs/design.yaml for every option (flanks, fixed spans, JASPAR motifs, sampler=ancestral|remasking).
-"""
+"""Constrained design: `python scripts/design.py checkpoint=PATH template=STRING num_samples=N out=designs.fasta`."""
 
 import hydra
 from omegaconf import DictConfig
 
-from seqdiff.cli import run_cli
-from seqdiff.design_run import design
+from seqdiff.cli import run_cli, run_hydra
+from seqdiff.dna.design import design
 
 
 @hydra.main(config_path="../configs", config_name="design", version_base="1.3")
@@ -16,4 +13,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_hydra(main)

@@ -1,38 +1,16 @@
-"""Fetch a catalogued genome: `python scripts/fetch_genome.py NAME [--root genomes] [--force] [--verify]`."""
+"""Fetch a catalogued genome: `python scripts/fetch_genome.py NAME [root=genomes] [force=true]` (list=true)."""
 
-from __future__ import annotations
+import hydra
+from omegaconf import DictConfig
 
-import argparse
-import sys
-
-from seqdiff.data.fetch import FetchError, fetch_genome, load_catalogue
+from seqdiff.cli import run_cli, run_hydra
+from seqdiff.dna.fetch_genome import fetch_genome
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("name", nargs="?", help="catalogue entry (omit with --list)")
-    parser.add_argument(
-        "--root", default="genomes", help="directory holding genomes/<name>/ (default: genomes)"
-    )
-    parser.add_argument(
-        "--catalogue", default=None, help="catalogue YAML (default: the repository's genomes/catalogue.yaml)"
-    )
-    parser.add_argument("--force", action="store_true", help="fetch again even if verified files exist")
-    parser.add_argument("--verify", action="store_true", help="re-hash files already present")
-    parser.add_argument("--list", action="store_true", help="list catalogued genomes and exit")
-    args = parser.parse_args(argv)
-    if args.list or not args.name:
-        for name, entry in load_catalogue(args.catalogue).items():
-            print(f"{name:14s} {entry['description']}")
-        return 0
-    try:
-        files = fetch_genome(args.name, args.root, args.catalogue, force=args.force, verify=args.verify)
-    except FetchError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    print(files.fasta)
-    return 0
+@hydra.main(config_path="../configs", config_name="fetch_genome", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    run_cli(fetch_genome, cfg)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_hydra(main, positional='name')

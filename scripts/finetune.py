@@ -1,10 +1,10 @@
-"""Fine-tune a seqdiff denoiser on a labelled-DNA task: `python scripts/finetune.py task=splice checkpoint=PATH`."""
+"""Fine-tune a denoiser on a labelled-DNA task: `python scripts/finetune.py task=splice checkpoint=PATH`."""
 
 import hydra
 from omegaconf import DictConfig
 
-from seqdiff.cli import run_cli
-from seqdiff.evaluation.downstream.run import finetune
+from seqdiff.cli import run_cli, run_hydra
+from seqdiff.dna.downstream.finetune import finetune
 
 
 @hydra.main(config_path="../configs", config_name="finetune", version_base="1.3")
@@ -13,4 +13,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_hydra(main)

@@ -4,12 +4,12 @@ import hydra
 from omegaconf import DictConfig
 
 from seqdiff.cli import run_cli, run_hydra
-from seqdiff.results import dna_results
+from seqdiff.dna.results_dna import results_dna
 
 
 @hydra.main(config_path="../configs", config_name="results_dna", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    run_cli(dna_results, cfg)
+    run_cli(results_dna, cfg)
 
 
 if __name__ == "__main__":

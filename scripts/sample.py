@@ -4,12 +4,12 @@ import hydra
 from omegaconf import DictConfig
 
 from seqdiff.cli import run_cli, run_hydra
-from seqdiff.generate import generate
+from seqdiff.sample import sample
 
 
 @hydra.main(config_path="../configs", config_name="sample", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    run_cli(generate, cfg)
+    run_cli(sample, cfg)
 
 
 if __name__ == "__main__":

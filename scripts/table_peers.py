@@ -4,12 +4,12 @@ import hydra
 from omegaconf import DictConfig
 
 from seqdiff.cli import run_cli, run_hydra
-from seqdiff.evaluation.table_peers import run
+from seqdiff.tables.table_peers import table_peers
 
 
 @hydra.main(config_path="../configs", config_name="table_peers", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    run_cli(run, cfg)
+    run_cli(table_peers, cfg)
 
 
 if __name__ == "__main__":

@@ -1,77 +1,16 @@
-"""Synthetic rows and imputation with a trained table model (Hydra config: configs/tables.yaml).
-
-    python scripts/tables.py sample checkpoint=PATH num_rows=N out=FILE.csv
-    python scripts/tables.py impute checkpoint=PATH input=FILE.csv out=FILE.csv
-
-Imputation fills the missing cells (empty, `?`, `NA`) and writes every given cell exactly as it was read.
-"""
-
-from __future__ import annotations
-
-import logging
-import sys
-from pathlib import Path
+"""Table rows: `python scripts/tables.py sample checkpoint=PATH num_rows=N out=FILE.csv` (or `impute input=...`)."""
 
 import hydra
-import pandas as pd
 from omegaconf import DictConfig
 
-from seqdiff.cli import run_cli
-from seqdiff.data.table import format_cell, read_cells, type_frame, write_table
-from seqdiff.sampling.tables import impute_frame, load_table_model, sample_frame
-
-log = logging.getLogger("seqdiff.tables")
-
-
-def sample(cfg: DictConfig) -> pd.DataFrame:
-    model = load_table_model(cfg.checkpoint)
-    frame = sample_frame(model.backbone, model.tokenizer, int(cfg.num_rows), cfg.steps, model.schedule,
-                         cfg.batch_size, cfg.seed, cfg.missing, cfg.progress)
-    write_table(frame, model.tokenizer.kinds, cfg.out, cfg.na_rep)
-    log.info("wrote %d synthetic rows to %s", len(frame), cfg.out)
-    return frame
-
-
-def impute(cfg: DictConfig) -> pd.DataFrame:
-    if cfg.input is None:
-        raise ValueError("impute needs input=FILE.csv")
-    model = load_table_model(cfg.checkpoint)
-    tok = model.tokenizer
-    raw = read_cells(cfg.input, list(cfg.missing_values))
-    absent = [c for c in tok.names if c not in raw.columns]
-    if absent:
-        raise ValueError(f"{cfg.input}: lacks the model's column(s) {absent}; the model has {tok.names}")
-    typed, _ = type_frame(raw[tok.names], tok.kinds, source=str(cfg.input))
-    columns = list(cfg.columns) if cfg.columns is not None else None
-    filled = impute_frame(model.backbone, tok, typed, columns, cfg.num_draws, cfg.steps, model.schedule,
-                          cfg.batch_size, cfg.seed, cfg.progress)
-    out = raw.copy()  # given cells: exactly the text that was read
-    for c in tok.names:
-        hole = typed[c].isna() & filled[c].notna()
-        out.loc[hole, c] = [format_cell(v, tok.kinds[c], cfg.na_rep) for v in filled.loc[hole, c]]
-    n = int(sum((typed[c].isna() & filled[c].notna()).sum() for c in tok.names))
-    Path(cfg.out).parent.mkdir(parents=True, exist_ok=True)
-    out.fillna(cfg.na_rep).to_csv(cfg.out, index=False)
-    log.info("imputed %d cells in %d rows, wrote %s", n, len(out), cfg.out)
-    return out
-
-
-COMMANDS = {"sample": sample, "impute": impute}
-
-
-def run(cfg: DictConfig):
-    if cfg.command not in COMMANDS:
-        raise ValueError(f"unknown command {cfg.command!r}: use one of {sorted(COMMANDS)}")
-    return COMMANDS[cfg.command](cfg)
+from seqdiff.cli import run_cli, run_hydra
+from seqdiff.tables.tables import tables
 
 
 @hydra.main(config_path="../configs", config_name="tables", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    run_cli(run, cfg)
+    run_cli(tables, cfg)
 
 
 if __name__ == "__main__":
-    # `tables.py sample k=v ...`: the positional command becomes the Hydra override command=sample.
-    if len(sys.argv) > 1 and "=" not in sys.argv[1] and not sys.argv[1].startswith("-"):
-        sys.argv.append(f"command={sys.argv.pop(1)}")
-    main()
+    run_hydra(main, positional='command')

@@ -1,4 +1,4 @@
-"""Train a seqdiff model: `python scripts/train.py [data=hg38] [model=...] [experiment=...]`."""
+"""Train a model: `python scripts/train.py [data=hg38] [model=...] [experiment=...]`."""
 
 import hydra
 from omegaconf import DictConfig

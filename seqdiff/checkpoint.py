@@ -6,7 +6,7 @@ Hub layout: safetensors weights + JSON config, see seqdiff/pretrained.py). A che
 tokenizer's own config (with any fitted state), the objective, the noise schedule and the keyword arguments the
 backbone was built with. That is all `load` needs.
 
-Safety (issue 18): a `.ckpt` is a pickle. It is read with `torch.load(weights_only=True)`, which rebuilds only
+Safety: a `.ckpt` is a pickle. It is read with `torch.load(weights_only=True)`, which rebuilds only
 tensors and plain containers and refuses any other global, so a crafted file cannot run code. The `_target_`s
 the metadata names are checked too (only seqdiff's own backbones, tokenizers and schedules), because
 `hydra.utils.instantiate` would otherwise call whatever callable a shared file names. `trust_checkpoint=True`
@@ -40,7 +40,7 @@ class UnsafeCheckpointError(CheckpointError):
     """A checkpoint needs code execution to load (pickled objects, foreign `_target_`s) and is not trusted."""
 
 
-# Globals a seqdiff .ckpt needs beyond what `weights_only=True` allows by default. Measured (issue 18) with
+# Globals a seqdiff .ckpt needs beyond what `weights_only=True` allows by default. Measured with
 # torch.serialization.get_unsafe_globals_in_checkpoint on checkpoints of every kind the project writes (DNA
 # char/k-mer, MDLM and AR, bf16, tables, code BPE, fine-tuned classifiers): none. Lightning's optimizer,
 # LR-scheduler, loop and callback states are tensors, numbers, strings and dicts, and seqdiff stores its
@@ -66,6 +66,41 @@ def is_trusted(trust_checkpoint: bool | None = None) -> bool:
     return _TRUST.get() if trust_checkpoint is None else bool(trust_checkpoint)
 
 
+# Checkpoints store `_target_` paths (tokenizer, data, callbacks). Classes that moved to their domain package
+# keep loading from checkpoints written before the move: old path (a class, or a module prefix) -> new path.
+MOVED_TARGETS = {
+    "seqdiff.tokenizers.NucleotideTokenizer": "seqdiff.dna.tokenizer.NucleotideTokenizer",
+    "seqdiff.tokenizers.KmerTokenizer": "seqdiff.dna.tokenizer.KmerTokenizer",
+    "seqdiff.tokenizers.nucleotide": "seqdiff.dna.tokenizer",
+    "seqdiff.tokenizers.table": "seqdiff.tables.tokenizer",
+    "seqdiff.tokenizers.code": "seqdiff.code.tokenizer",
+    "seqdiff.data.GenomeDataModule": "seqdiff.dna.datamodule.GenomeDataModule",
+    "seqdiff.data.datamodule": "seqdiff.dna.datamodule",
+    "seqdiff.data.table": "seqdiff.tables.data",
+    "seqdiff.data.adult": "seqdiff.tables.adult",
+    "seqdiff.data.code": "seqdiff.code.data",
+    "seqdiff.evaluation.timing": "seqdiff.benchmarks.timing",
+}
+
+
+def current_target(target: str) -> str:
+    """The `_target_` a checkpoint's stored `target` names today (itself unless its class or module moved)."""
+    if target in MOVED_TARGETS:
+        return MOVED_TARGETS[target]
+    module, _, name = target.rpartition(".")
+    return f"{MOVED_TARGETS[module]}.{name}" if module in MOVED_TARGETS else target
+
+
+def _current_targets(node: Any) -> Any:
+    """A copy of a stored config with every `_target_` mapped through `current_target`."""
+    if isinstance(node, dict):
+        return {k: current_target(v) if k == "_target_" and isinstance(v, str) else _current_targets(v)
+                for k, v in node.items()}
+    if isinstance(node, list):
+        return [_current_targets(v) for v in node]
+    return node
+
+
 @dataclass
 class LoadedModel:
     backbone: nn.Module  # EMA weights if trained with EMA, eval mode
@@ -83,6 +118,11 @@ class LoadedModel:
     @property
     def window(self) -> int:
         return int(self.backbone.max_len)
+
+    def datamodule(self, **overrides: Any) -> Any:
+        """The datamodule the model was trained on: its stored `data` config with `overrides`, built with the
+        checkpoint's own tokenizer (a fitted table or BPE tokenizer is reused, not fitted again)."""
+        return instantiate({**self.config["data"], **overrides}, tokenizer=self.tokenizer)
 
 
 def read_checkpoint(path: str | Path, trust_checkpoint: bool | None = None) -> dict:
@@ -131,7 +171,7 @@ def check_targets(meta: dict, where: str | Path) -> None:
         if cfg is None:
             continue
         for target in _targets(cfg):
-            if not _allowed(target, base, "seqdiff.tokenizers." if name == "tokenizer" else "seqdiff."):
+            if not _allowed(current_target(target), base, tokenizer=name == "tokenizer"):
                 raise UnsafeCheckpointError(
                     f"refusing to load {where}: its {name} config names _target_={target!r}, which is not a "
                     f"seqdiff {name} class; pass trust_checkpoint=true only if you made this file yourself")
@@ -149,10 +189,14 @@ def _targets(cfg: Any) -> Iterator[str]:
             yield from _targets(v)
 
 
-def _allowed(target: str, base: type | None, prefix: str) -> bool:
-    if not target.startswith(prefix):
-        return False
+def _allowed(target: str, base: type | None, tokenizer: bool = False) -> bool:
     module, _, name = target.rpartition(".")
+    # Tokenizers live in seqdiff.tokenizers or in a domain's `tokenizer` module (seqdiff.dna.tokenizer, ...).
+    ours = module == "seqdiff" or module.startswith("seqdiff.")
+    if tokenizer:
+        ours = ours and (module.startswith("seqdiff.tokenizers") or module.endswith(".tokenizer"))
+    if not ours:
+        return False
     try:  # importing a seqdiff module is safe: it is this package's own code, not the file's
         obj = getattr(importlib.import_module(module), name)
     except (ImportError, AttributeError):
@@ -178,15 +222,15 @@ def load(path: str | Path, use_ema: bool = True, device: str | torch.device = "c
 def build(meta: dict, state: dict[str, torch.Tensor] | None, path: str | Path,
           device: str | torch.device = "cpu", backbone: nn.Module | None = None) -> LoadedModel:
     """LoadedModel from seqdiff metadata (checked by the caller) and backbone weights (or a loaded backbone)."""
-    config = meta["config"] or {}
-    tokenizer = instantiate(meta["tokenizer"])
+    config = _current_targets(meta["config"] or {})
+    tokenizer = instantiate(_current_targets(meta["tokenizer"]))
     if backbone is None:
         backbone = instantiate(config["model"], **meta["backbone_init"])
         missing, unexpected = backbone.load_state_dict(state or {}, strict=False)
         if unexpected or [k for k in missing if not k.endswith(("cos", "sin"))]:
             raise CheckpointError(f"{path}: weights do not match the configured backbone "
                                   f"(missing {missing[:5]}, unexpected {unexpected[:5]})")
-    schedule = instantiate(meta["schedule"]) if meta.get("schedule") else LogLinearSchedule()
+    schedule = instantiate(_current_targets(meta["schedule"])) if meta.get("schedule") else LogLinearSchedule()
     return LoadedModel(backbone.to(device).eval(), tokenizer, schedule, config, meta["objective"], Path(path),
                        dict(meta["backbone_init"]))
 

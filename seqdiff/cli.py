@@ -21,7 +21,7 @@ def run_cli(fn: Callable[[Any], Any], cfg: Any) -> Any:
     from seqdiff.checkpoint import trusted_checkpoints
 
     try:
-        # `trust_checkpoint=true` on any CLI reaches every checkpoint loader through this context (issue 18).
+        # `trust_checkpoint=true` on any CLI reaches every checkpoint loader through this context.
         with trusted_checkpoints(bool(cfg.get("trust_checkpoint", False))):
             return fn(cfg)
     except (*USER_ERRORS, InstantiationException) as e:
@@ -37,12 +37,18 @@ def run_cli(fn: Callable[[Any], Any], cfg: Any) -> Any:
         sys.exit(2)
 
 
-# ---- config errors (reliability, issue 8) ------------------------------------------------------------------------
-def run_hydra(main: Callable[[], Any]) -> Any:
+# ---- config errors: one line, like a user error ----------------------------------------------------------------------
+def run_hydra(main: Callable[[], Any], positional: str | None = None) -> Any:
     """Call a `@hydra.main` function; a config error (unknown key, bad override, missing `???` value, unknown
     group option) becomes one line `error: ...` and exit code 2, like run_cli's user errors, instead of Hydra's
-    multi-line report and exit code 1. Used as `run_hydra(main)` in scripts/*.py."""
+    multi-line report and exit code 1. Used as `run_hydra(main)` in scripts/*.py.
+
+    positional: the config key that a first command-line word which is not an override sets, so that
+    `tables.py sample ...` means `tables.py command=sample ...` (positional="command")."""
     from hydra.errors import HydraException
+
+    if positional and len(sys.argv) > 1 and "=" not in sys.argv[1] and not sys.argv[1].startswith("-"):
+        sys.argv.append(f"{positional}={sys.argv.pop(1)}")
 
     before = os.environ.get("HYDRA_FULL_ERROR")  # "1": the user asked for Hydra's full traces
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra re-raises instead of printing and exiting with code 1

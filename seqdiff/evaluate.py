@@ -27,9 +27,8 @@ def evaluate(cfg: DictConfig) -> dict:
     model = seqdiff.load(cfg.checkpoint)
     tok = model.tokenizer
     if cfg.fasta is not None:
-        from seqdiff.data import fasta_windows
-
-        dataset = fasta_windows(cfg.fasta, tok, model.window * getattr(tok, "bases_per_token", 1))
+        # The reader comes from the config (a DNA one by default), so this module needs no domain import.
+        dataset = instantiate(cfg.fasta_windows)(cfg.fasta, tok, model.window * getattr(tok, "bases_per_token", 1))
         if len(dataset) == 0:
             raise ValueError(f"{cfg.fasta}: no window of {model.window} tokens that is not mostly N")
         if cfg.max_windows and len(dataset) > cfg.max_windows:  # spread evenly over the file
@@ -40,10 +39,7 @@ def evaluate(cfg: DictConfig) -> dict:
     else:
         if cfg.split not in ("test", "valid"):
             raise ValueError(f"split must be 'test' or 'valid', got {cfg.split!r}")
-        data_cfg = dict(model.config["data"])
-        data_cfg["max_eval_windows"] = int(cfg.max_windows)
-        data_cfg["batch_size"] = int(cfg.batch_size)
-        dm = instantiate(data_cfg, tokenizer=tok)
+        dm = model.datamodule(max_eval_windows=int(cfg.max_windows), batch_size=int(cfg.batch_size))
         dm.setup("test" if cfg.split == "test" else "validate")
         loader = dm.test_dataloader() if cfg.split == "test" else dm.val_dataloader()
         source = f"{model.config['data'].get('genome', 'data')}:{cfg.split}"

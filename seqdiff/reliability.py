@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from seqdiff.io import atomic_write
+from seqdiff.io import save_torch
 
 log = logging.getLogger("seqdiff.reliability")
 
@@ -44,31 +44,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         if storage_options is not None or "://" in str(path):
             return super().save_checkpoint(checkpoint, path, storage_options)
         path = Path(path)
-        with atomic_write(path, "wb") as f:
-            os.chmod(f.name, 0o666 & ~_umask())  # mkstemp makes 0600 files; keep the usual permissions
-            torch.save(checkpoint, f)
-        _fsync_dir(path.parent)  # make the rename itself durable
+        save_torch(checkpoint, path)  # temp file, fsync, rename, fsync the directory (the rename is durable)
         for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left behind by a save that was killed
             stale.unlink(missing_ok=True)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # e.g. platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 class NonFiniteLossError(FloatingPointError):

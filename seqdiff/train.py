@@ -80,7 +80,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     callbacks = [instantiate(c) for c in cfg.callbacks.values()] if cfg.get("callbacks") else []
     logger = instantiate(cfg.logger) if cfg.get("logger") else False
-    # Always on (issue 8): noise drawn per batch from (seed, rank, batch index), so a resumed run matches an
+    # Always on, for exact resume: noise drawn per batch from (seed, rank, batch index), so a resumed run matches an
     # uninterrupted one; checkpoints written to a temp file and renamed, so a kill mid-save keeps last.ckpt.
     callbacks.append(StepSeed(cfg.seed))
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger,
@@ -93,7 +93,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         if not is_trusted():
             read_checkpoint(ckpt_path)  # a pickled payload or foreign _target_ -> one clear error before fit
     t0 = time.perf_counter()
-    with torch.serialization.safe_globals(SAFE_GLOBALS):  # a resumed checkpoint is read like any other (issue 18)
+    with torch.serialization.safe_globals(SAFE_GLOBALS):  # a resumed checkpoint is read like any other
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=not is_trusted())
     fit_seconds = time.perf_counter() - t0
     # ModelCheckpoint saves only every n steps: make last.ckpt the final state whatever max_steps is.

@@ -3,10 +3,11 @@
 import pytest
 import torch
 
-from seqdiff.backbones import Transformer
 from seqdiff.diffusion import ar_nll
 from seqdiff.sampling import Constraints
 from seqdiff.sampling.autoregressive import sample_autoregressive
+
+from helpers import tiny_transformer
 
 V, BOS = 10, 7
 
@@ -14,7 +15,7 @@ V, BOS = 10, 7
 @pytest.fixture(scope="module")
 def ar_model():
     torch.manual_seed(0)
-    m = Transformer(V, 48, d_model=32, n_layers=2, n_heads=2, causal=True).eval()
+    m = tiny_transformer(V, 48, n_layers=2, causal=True).eval()
     torch.nn.init.normal_(m.head.weight, std=1.0)  # a peaked, context-dependent next-token distribution
     return m
 
@@ -58,7 +59,8 @@ def test_kv_cache_sampler_matches_uncached_token_for_token(ar_model, seed):
         prefix = torch.cat([torch.full((B, 1), BOS), a.tokens[:, :-1]], 1)
         cdf = ar_model(prefix, None).double().softmax(-1).cumsum(-1)  # (B, L, V)
     chosen_hi = cdf.gather(-1, a.tokens[..., None])[..., 0]
-    chosen_lo = chosen_hi - cdf.diff(dim=-1, prepend=torch.zeros_like(cdf[..., :1])).gather(-1, a.tokens[..., None])[..., 0]
+    pmf = cdf.diff(dim=-1, prepend=torch.zeros_like(cdf[..., :1]))
+    chosen_lo = chosen_hi - pmf.gather(-1, a.tokens[..., None])[..., 0]
     near_edge = ((u - chosen_hi).abs() < 1e-5) | ((u - chosen_lo).abs() < 1e-5)
     assert (((u >= chosen_lo) & (u < chosen_hi)) | near_edge).all(), "a cached draw is not the inverse-CDF token"
     # Identical to the uncached reference up to the first near-tie (in practice: everywhere).
@@ -98,6 +100,6 @@ def test_constraints_fix_and_restrict_tokens(ar_model):
 
 def test_rejects_bidirectional_model_and_too_long_requests(ar_model):
     with pytest.raises(ValueError, match="causal"):
-        sample_autoregressive(Transformer(V, 16, d_model=16, n_layers=1, n_heads=2), BOS, 1, 4)
+        sample_autoregressive(tiny_transformer(V, 16), BOS, 1, 4)
     with pytest.raises(ValueError, match="max_len"):
         sample_autoregressive(ar_model, BOS, 1, 49)

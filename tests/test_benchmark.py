@@ -1,24 +1,20 @@
 """Benchmark configs compose, every sampler runner resolves, goals/report render; end-to-end run is slow."""
 
 import json
-import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from seqdiff.evaluation.benchmark_report import goals, render
+from seqdiff.benchmarks.report import goals, render
 
-ROOT = Path(__file__).resolve().parents[1]
+from helpers import ROOT, TINY_MODEL_OVERRIDES, compose, subprocess_env
 
 
 @pytest.mark.parametrize("profile", ["quick", "full"])
 def test_profiles_compose_and_runners_resolve(profile):
-    with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
-        cfg = compose("benchmark", overrides=[f"benchmark={profile}"])
+    cfg = compose("benchmark", [f"benchmark={profile}"])
     b = cfg.benchmark
     assert b.name == profile
     assert any(o.startswith("trainer.max_steps=") for o in b.train.common)
@@ -45,7 +41,8 @@ def fake_results():
              "mfu_fit": 0.2}
     lik = {"bits_per_base": 1.95, "stderr": 0.01, "timestep_samples": 8}
     return {
-        "profile": "quick", "started": "now", "seconds": 60.0, "machine": {"cpu_count": 2, "torch": "2", "torch_threads": 1},
+        "profile": "quick", "started": "now", "seconds": 60.0,
+        "machine": {"cpu_count": 2, "torch": "2", "torch_threads": 1},
         "load_average": {"start": [1.0, 1.0, 1.0], "end": [1.0, 1.0, 1.0]},
         "model": {"d_model": 128, "n_layers": 4, "n_heads": 4, "parameters": 1e6},
         "budget": {"steps": 10, "batch": 8, "window_tokens": 1024, "train_bases": 81920},
@@ -53,8 +50,9 @@ def fake_results():
                        "markov": {"order": 5, "bits_per_base": 1.97, "stderr": 0.01, "train_bases": 81920},
                        "mdlm_over_ar": 1.95 / 1.9 - 1},
         "generation": {"length": 1024, "batch_sizes": [1, 16], "dtype": "float32", "ks": [2, 4, 6], "goal_k": 4,
-                       "reference_windows": 8, "rows": [_row("ancestral", 16, 5.0, 0.02), _row("first-hitting", 16, 3.0, 0.05),
-                                                       _row("AR + KV cache", None, 4.0, 0.03)],
+                       "reference_windows": 8,
+                       "rows": [_row("ancestral", 16, 5.0, 0.02), _row("first-hitting", 16, 3.0, 0.05),
+                                _row("AR + KV cache", None, 4.0, 0.03)],
                        "floor": {"name": "held-out DNA (floor)", "js": {"2": 0.0, "4": 0.01, "6": 0.05},
                                  "ar_bits_per_base": 1.9}},
         "training": {"matmul": {"dtype": "float32", "size": 1024, "flops_per_second": 4e10,
@@ -86,15 +84,14 @@ def test_benchmark_runs_end_to_end_on_a_tiny_profile(tmp_path):
     common = ",".join(f'"{o}"' for o in [
         "data.window=128", "data.batch_size=4", "data.max_eval_windows=8", "trainer.max_steps=6",
         "trainer.val_check_interval=6", "trainer.limit_val_batches=1", "run_test=false",
-        "callbacks.checkpoint.every_n_train_steps=6", "model.d_model=32", "model.n_layers=1", "model.n_heads=2",
-        "objective.warmup_steps=2"])
+        "callbacks.checkpoint.every_n_train_steps=6", *TINY_MODEL_OVERRIDES, "objective.warmup_steps=2"])
     cmd = [sys.executable, "scripts/benchmark.py", f"out_dir={tmp_path}/out", f"work_dir={tmp_path}/work",
            f"benchmark.train.common=[{common}]", "benchmark.likelihood.windows=4",
            "benchmark.likelihood.timestep_samples=2", "benchmark.markov.orders=[0,1,2]",
            "benchmark.generation.length=128", "benchmark.generation.batch_sizes=[1,2]",
            "benchmark.quality.reference_windows=8", "benchmark.matmul.sizes=[128]", "benchmark.matmul.seconds=0.2",
            "benchmark.generation.samplers.2.runner.window=64", "benchmark.generation.samplers.2.runner.stride=32"]
-    subprocess.run(cmd, cwd=ROOT, check=True, env=dict(os.environ, HYDRA_FULL_ERROR="1"))
+    subprocess.run(cmd, cwd=ROOT, check=True, env=dict(subprocess_env(), HYDRA_FULL_ERROR="1"))
     res = json.loads((tmp_path / "out" / "results.json").read_text())
     assert set(res) >= {"likelihood", "generation", "training", "goals"}
     assert res["budget"]["steps"] == 6 and res["likelihood"]["windows"] == 4

@@ -4,7 +4,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from seqdiff.backbones import Transformer
-from seqdiff.evaluation.flops import (
+from seqdiff.benchmarks.flops import (
     TransformerShape,
     generation_flops_ar,
     measure_gemm,
@@ -23,7 +23,8 @@ def one_layer(causal=False):
 
 def test_shape_is_read_off_the_model():
     s = TransformerShape.of(one_layer(causal=True))
-    assert (s.d_model, s.n_layers, s.n_heads, s.mlp_ratio, s.d_cond, s.vocab_size, s.causal) == (D, 1, H, R, DC, V, True)
+    shape = (s.d_model, s.n_layers, s.n_heads, s.mlp_ratio, s.d_cond, s.vocab_size, s.causal)
+    assert shape == (D, 1, H, R, DC, V, True)
 
 
 def test_one_layer_forward_matches_hand_count():

@@ -3,10 +3,11 @@
 import pytest
 import torch
 
-from seqdiff.backbones import Transformer
 from seqdiff.noise import CosineSchedule, LinearSchedule, LogLinearSchedule
 from seqdiff.sampling import AncestralSampler, Constraints, denoise, sample
 from seqdiff.sampling.fast import first_hitting_denoise, first_hitting_sample, inverse_alpha, unmask_events
+
+from helpers import tiny_transformer
 
 MASK, V = 6, 10
 
@@ -84,7 +85,7 @@ def test_continuous_first_hitting_is_the_fine_grid_limit():
 @pytest.fixture(scope="module")
 def model():
     torch.manual_seed(0)
-    m = Transformer(V, 64, d_model=32, n_layers=2, n_heads=2).eval()
+    m = tiny_transformer(V, 64, n_layers=2).eval()
     torch.nn.init.normal_(m.head.weight, std=1.0)
     return m
 

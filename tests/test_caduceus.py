@@ -3,11 +3,8 @@ Caduceus-PS, strand symmetry of Caduceus-Ph, construction errors, configs, and a
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -21,24 +18,19 @@ from seqdiff.backbones.caduceus import (
 )
 from seqdiff.backbones.mamba import SCAN_IMPLS, MambaMixer, selective_scan
 from seqdiff.diffusion import mdlm_nelbo
+from seqdiff.dna.tokenizer import KmerTokenizer, NucleotideTokenizer
 from seqdiff.noise import LogLinearSchedule, sample_t
-from seqdiff.tokenizers import KmerTokenizer, NucleotideTokenizer
 from seqdiff.train import build_backbone
 
-ROOT = Path(__file__).resolve().parents[1]
+from helpers import ROOT, compose
+
 DNA = (ROOT / "tests/fixtures/caduceus/chr20_10000000_10004096.txt").read_text().strip()
 TOK = NucleotideTokenizer()
 COMP = TOK.complement_ids.tolist()
 V, PAD, MASK = TOK.vocab_size, TOK.pad_id, TOK.mask_id
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These tensors are tiny; on the shared 2-core machine, 2-thread parallel regions ran 5-10x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one thread (conftest.py)
 
 
 def dna_batch(B: int, L: int, seed: int = 0, mask_frac: float = 0.3, pad: int = 0) -> torch.Tensor:
@@ -197,7 +189,8 @@ def test_caduceus_ps_is_exactly_rc_equivariant(time_conditioning, L, pad):
         m.train(train)
         out = m(x, t)
         assert out.shape == (3, L, V)
-        torch.testing.assert_close(m(reverse_complement(x, comp), t), reverse_complement_logits(out, comp), rtol=0, atol=1e-5)
+        torch.testing.assert_close(m(reverse_complement(x, comp), t), reverse_complement_logits(out, comp),
+                                   rtol=0, atol=1e-5)
     if time_conditioning:
         assert not torch.allclose(m(x, t), m(x, 1 - t))  # t is really used
 
@@ -221,7 +214,8 @@ def test_caduceus_ph_conjoined_predictions_are_strand_symmetric(time_conditionin
     x, t = dna_batch(4, 31, seed=3), torch.rand(4)
     m.eval()
     out = m(x, t)
-    torch.testing.assert_close(m(reverse_complement(x, comp), t), reverse_complement_logits(out, comp), rtol=0, atol=1e-5)
+    torch.testing.assert_close(m(reverse_complement(x, comp), t), reverse_complement_logits(out, comp),
+                               rtol=0, atol=1e-5)
     # conjoin = mean of the plain strand predictions; training mode sees one strand (RC augmentation)
     c = m.conditioning(t, 4, x.device)
     fwd, back = m.trunk(x, c), reverse_complement_logits(m.trunk(reverse_complement(x, comp), c), comp)
@@ -277,8 +271,7 @@ def test_bad_construction_and_input_errors():
 
 @pytest.mark.parametrize("name", ["bimamba", "caduceus_ps", "caduceus_ph"])
 def test_configs_build_through_the_training_entry(name):
-    with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
-        cfg = compose(f"model/{name}", overrides=["model.n_layers=1"])  # the group file alone, as in train.yaml
+    cfg = compose(f"model/{name}", ["model.n_layers=1"])  # the group file alone, as in train.yaml
     backbone, init = build_backbone(cfg.model, TOK, 64)
     assert ("complement_ids" in init) == (name != "bimamba")
     assert backbone(dna_batch(2, 64)).shape == (2, 64, V)

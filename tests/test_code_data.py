@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from seqdiff.data.code import CodeDataModule, list_files, read_source, split_of
-from seqdiff.tokenizers.code import CodeBPETokenizer
+from seqdiff.code.data import CodeDataModule, list_files, read_source, split_of
+from seqdiff.code.tokenizer import CodeBPETokenizer
 
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
 FILES = ["bisect.py", "heapq.py", "string.py", "textwrap.py", "keyword.py", "colorsys.py", "fnmatch.py",

@@ -12,8 +12,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from seqdiff.backbones import Transformer
-from seqdiff.sampling.infill import (
+from seqdiff.code.fim import (
     ConfidenceSampler,
     fit_context,
     infill_autoregressive,
@@ -22,10 +21,11 @@ from seqdiff.sampling.infill import (
     parse_line_range,
     split_lines,
 )
-from seqdiff.tokenizers.code import CodeBPETokenizer
+from seqdiff.code.tokenizer import CodeBPETokenizer
+
+from helpers import ROOT, subprocess_env, tiny_transformer
 
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
-ROOT = Path(__file__).resolve().parents[1]
 SOURCE = (STDLIB / "bisect.py").read_text(encoding="utf-8")
 
 
@@ -38,8 +38,7 @@ def tok() -> CodeBPETokenizer:
 @pytest.fixture(scope="module")
 def models(tok):
     torch.manual_seed(0)
-    kw = dict(vocab_size=tok.vocab_size, max_len=128, d_model=32, n_layers=1, n_heads=2, d_cond=16)
-    return Transformer(**kw).eval(), Transformer(**kw, causal=True).eval()
+    return tiny_transformer(tok.vocab_size, 128).eval(), tiny_transformer(tok.vocab_size, 128, causal=True).eval()
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -96,7 +95,9 @@ def test_confidence_sampler_one_token_per_step():
     s = ConfidenceSampler(num_steps=4)
     ts = s.timesteps().tolist()
     x = torch.full((1, 4), 9)
-    logp = torch.log_softmax(torch.randn(1, 4, 12), -1)
+    logits = torch.randn(1, 4, 12, generator=torch.Generator().manual_seed(0))
+    logits[..., 9] = -torch.inf  # as subs_log_probs gives the sampler: the mask is never predicted
+    logp = torch.log_softmax(logits, -1)
     for i in range(4):
         new = s.step(logp, x, ts[i], ts[i + 1], mask_id=9)
         assert int((new != 9).sum() - (x != 9).sum()) == 1
@@ -127,15 +128,6 @@ def test_line_holes_and_bad_ranges():
         parse_line_range("3:5")
 
 
-def _script(name: str):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_infill_script_bad_input(tmp_path):
     from omegaconf import OmegaConf
 
@@ -143,7 +135,8 @@ def test_infill_script_bad_input(tmp_path):
     bad.write_bytes("s = 'caf\xe9'\n".encode("latin-1"))
     good = tmp_path / "ok.py"
     good.write_text("x = 1\ny = 2\n")
-    infill_file = _script("infill").infill_file
+    from seqdiff.code.infill import infill_file
+
     cases = [(good, "2-1", "empty hole"), (good, "2-9", "outside the file"), (good, "a-b", "A-B"),
              (tmp_path / "none.py", "1-1", "No such file")]
     for path, lines, message in cases:
@@ -158,5 +151,5 @@ def test_infill_script_exit_code(tmp_path):
     bad.write_bytes("s = 'caf\xe9'\n".encode("latin-1"))
     # through the command line: one clear line on stderr, exit code 2
     p = subprocess.run([sys.executable, str(ROOT / "scripts/infill.py"), "checkpoint=missing.ckpt", f"file={bad}",
-                        "lines=1-1"], capture_output=True, text=True, cwd=ROOT)
+                        "lines=1-1"], capture_output=True, text=True, cwd=ROOT, env=subprocess_env())
     assert p.returncode == 2 and "error:" in p.stderr and "not valid UTF-8" in p.stderr, p.stderr

@@ -2,30 +2,24 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 import sysconfig
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from seqdiff.checkpoint import load
+from seqdiff.code.evaluate_code import evaluate_code
+from seqdiff.code.infill import infill_file
 from seqdiff.train import train
 
+from helpers import TINY_MODEL_OVERRIDES, compose
+
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
-ROOT = Path(__file__).resolve().parents[1]
 # With 30% valid / 30% test by path hash: train bisect heapq colorsys, valid fnmatch, test stat copy.
 FILES = ["bisect.py", "heapq.py", "colorsys.py", "fnmatch.py", "stat.py", "copy.py"]
-
-
-def _script(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _train(tmp_path: Path, name: str, extra: list[str]) -> Path:
@@ -37,13 +31,12 @@ def _train(tmp_path: Path, name: str, extra: list[str]) -> Path:
     overrides = [
         "experiment=python_code", f"run_dir={tmp_path / name}", f"data.root={corpus}",
         f"data.cache_dir={tmp_path / 'cache'}", "data.valid_fraction=0.3", "data.test_fraction=0.3",
-        "data.window=64", "data.batch_size=4", "tokenizer.vocab_size=400", "model.d_model=32", "model.n_layers=1",
-        "model.n_heads=2", "model.d_cond=16", "trainer.max_steps=3", "trainer.val_check_interval=3",
+        "data.window=64", "data.batch_size=4", "tokenizer.vocab_size=400", *TINY_MODEL_OVERRIDES,
+        "trainer.max_steps=3", "trainer.val_check_interval=3",
         "trainer.limit_val_batches=1", "trainer.limit_test_batches=1", "trainer.enable_progress_bar=false",
         "callbacks.checkpoint.every_n_train_steps=3", "objective.warmup_steps=1", "~logger", *extra,
     ]
-    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
-        cfg = compose("train", overrides=overrides)
+    cfg = compose("train", overrides)
     metrics = train(cfg)
     assert metrics["global_step"] == 3 and "test/bpb" in metrics
     return Path(metrics["checkpoint"])
@@ -52,7 +45,7 @@ def _train(tmp_path: Path, name: str, extra: list[str]) -> Path:
 def _infill(ckpt: Path, mode: str, lines: str = "12-14") -> str:
     cfg = OmegaConf.create({"checkpoint": str(ckpt), "file": str(STDLIB / "bisect.py"), "lines": lines,
                             "mode": mode, "budget_per_line": 8, "seed": 0, "show": "file"})
-    return _script("infill").infill_file(cfg)
+    return infill_file(cfg)
 
 
 def test_smoke_train_and_infill_diffusion(tmp_path):
@@ -75,7 +68,7 @@ def test_smoke_autoregressive_twin_and_evaluation(tmp_path):
                             "split": "test", "n_single": 2, "n_multi": 2, "max_lines": 3, "budget_per_line": 8,
                             "modes": ["oracle", "budget"], "likelihood_windows": 4, "timestep_samples": 1,
                             "seed": 0})
-    _script("evaluate_code").evaluate_code(cfg)
+    evaluate_code(cfg)
     result = json.loads((tmp_path / "eval.json").read_text())
     methods = {(r["method"], r["mode"]) for r in result["summary"]}
     assert methods == {("pass", "-"), ("diffusion", "oracle"), ("diffusion", "budget"),

@@ -10,7 +10,7 @@ from hydra.utils import instantiate
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from seqdiff.tokenizers.code import CODE_SPECIAL_TOKENS, CodeBPETokenizer
+from seqdiff.code.tokenizer import CODE_SPECIAL_TOKENS, CodeBPETokenizer
 
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
 FILES = ["bisect.py", "heapq.py", "string.py", "textwrap.py", "keyword.py", "colorsys.py", "fnmatch.py"]

@@ -9,17 +9,11 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from seqdiff.data import (
-    Genome,
-    GenomeDataModule,
-    GenomeNotFoundError,
-    Region,
-    bed_splits,
-    fasta_windows,
-    fraction_splits,
-    genome_files,
-)
-from seqdiff.tokenizers import KmerTokenizer, NucleotideTokenizer
+from seqdiff.dna.datamodule import GenomeDataModule
+from seqdiff.dna.fetch import GenomeNotFoundError, genome_files
+from seqdiff.dna.genome import Genome, Region, bed_splits, fraction_splits
+from seqdiff.dna.tokenizer import KmerTokenizer, NucleotideTokenizer
+from seqdiff.dna.windows import fasta_windows
 
 FIXTURES = Path(__file__).parent / "fixtures"
 CONFIGS = Path(__file__).parents[1] / "configs"

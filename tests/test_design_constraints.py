@@ -10,11 +10,12 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from seqdiff.backbones import Transformer
+from seqdiff.dna.spec import IUPAC, Design, design_from_options, load_jaspar_motif, reverse_complement
+from seqdiff.dna.tokenizer import KmerTokenizer, NucleotideTokenizer
 from seqdiff.sampling import AncestralSampler, Constraints, denoise, sample
-from seqdiff.sampling.design import IUPAC, Design, design_from_options, load_jaspar_motif, reverse_complement
 from seqdiff.sampling.remasking import RemaskingSampler
-from seqdiff.tokenizers import KmerTokenizer, NucleotideTokenizer
+
+from helpers import tiny_transformer
 
 TOK = NucleotideTokenizer()
 MASK = TOK.mask_id
@@ -23,13 +24,7 @@ WINDOW = 48
 CHR20 = (Path(__file__).parent / "fixtures" / "caduceus" / "chr20_10000000_10004096.txt").read_text().strip()
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny models on a shared 2-core machine: one thread is ~30x faster than two contended ones.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread (conftest.py)
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +32,7 @@ def adversarial_model():
     """A random backbone whose head strongly prefers N, pad, mask and other specials: constraints must
     still keep every designed base in A C G T and in its allowed set."""
     torch.manual_seed(0)
-    m = Transformer(TOK.vocab_size, WINDOW, d_model=32, n_layers=1, n_heads=2).eval()
+    m = tiny_transformer(TOK.vocab_size, WINDOW).eval()
     with torch.no_grad():
         torch.nn.init.normal_(m.head.weight, std=1.0)
         m.head.bias.zero_()

@@ -12,37 +12,35 @@ import nbformat
 import pytest
 import torch
 from Bio import SeqIO
-from hydra import compose, initialize_config_dir
 from nbclient import NotebookClient
 
-from seqdiff.design_run import design
-from seqdiff.sampling.design import Design
+from seqdiff.dna.design import design
+from seqdiff.dna.spec import Design
 
-ROOT = Path(__file__).resolve().parents[1]
-FIXTURES = ROOT / "tests" / "fixtures"
+from helpers import CHR20, CHR20_BED, ROOT, TINY_MODEL_OVERRIDES, compose, subprocess_env
+
 WINDOW = 64  # tokens; designs longer than this are generated semi-autoregressively
 
 
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory) -> Path:
-    """A 2-layer transformer trained for a few dozen steps on the chr20 fixture through `seqdiff.train`."""
+    """The tiny transformer trained for a few dozen steps on the chr20 fixture through `seqdiff.train`."""
     from seqdiff.train import train
 
     run = tmp_path_factory.mktemp("tiny_model")
     overrides = [
-        "data.genome=null", f"data.fasta={FIXTURES / 'chr20_300kb.fa'}", f"data.bed={FIXTURES / 'chr20_300kb_splits.bed'}",
+        "data.genome=null", f"data.fasta={CHR20}", f"data.bed={CHR20_BED}",
         f"++data.cache_dir={run / 'cache'}", f"data.window={WINDOW}", "data.batch_size=16",
         "data.train_windows_per_epoch=512", "data.max_eval_windows=8",
-        "model.d_model=32", "model.n_layers=2", "model.n_heads=2", "model.d_cond=32",
+        *TINY_MODEL_OVERRIDES,
         "trainer.max_steps=30", "trainer.val_check_interval=30", "trainer.limit_val_batches=1",
         "++trainer.enable_progress_bar=false", "callbacks.checkpoint.every_n_train_steps=30", "~logger",
-        f"run_dir={run}", "run_test=false",
+        "run_test=false",
     ]
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny model on a shared 2-core machine
     try:
-        with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
-            train(compose("train", overrides=overrides))
+        train(compose("train", overrides, run_dir=run))
     finally:
         torch.set_num_threads(threads)
     ckpt = run / "checkpoints" / "last.ckpt"
@@ -51,9 +49,8 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
 
 
 def _design_cfg(ckpt: Path, out: Path, *overrides: str):
-    with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
-        return compose("design", overrides=[f"checkpoint={ckpt}", f"out={out}", "sampler.num_steps=12",
-                                            "nelbo_samples=2", "num_samples=3", *overrides])
+    return compose("design", [f"checkpoint={ckpt}", f"out={out}", "sampler.num_steps=12", "nelbo_samples=2",
+                              "num_samples=3", *overrides])
 
 
 @pytest.mark.parametrize("sampler", ["ancestral", "remasking"])
@@ -108,7 +105,7 @@ def test_cli_exit_code_and_existing_outputs_untouched(tiny_checkpoint, tmp_path)
     (tmp_path / "designs.tsv").write_text("old\n")
     cmd = [sys.executable, str(ROOT / "scripts" / "design.py"), f"checkpoint={tiny_checkpoint}", f"out={out}",
            "template=NNNNXNNNN"]
-    res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=subprocess_env())
     assert res.returncode == 2, res.stderr
     assert "error: unknown IUPAC letter 'X' at position 4" in res.stderr
     assert out.read_text() == ">old\nACGT\n" and (tmp_path / "designs.tsv").read_text() == "old\n"
@@ -118,11 +115,12 @@ def test_cli_exit_code_and_existing_outputs_untouched(tiny_checkpoint, tmp_path)
 def test_notebook_runs_headless(tiny_checkpoint, tmp_path):
     nb = nbformat.read(ROOT / "notebooks" / "constrained_design.ipynb", as_version=4)
     env = {"SEQDIFF_CHECKPOINT": str(tiny_checkpoint), "SEQDIFF_DESIGN_LENGTH": "150", "SEQDIFF_NUM_SAMPLES": "3",
-           "SEQDIFF_STEPS": "8", "OMP_NUM_THREADS": "1"}
+           "SEQDIFF_STEPS": "8", "OMP_NUM_THREADS": "1", "PYTHONPATH": subprocess_env()["PYTHONPATH"]}
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)  # the kernel inherits this process's environment
     try:
-        NotebookClient(nb, timeout=240, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+        client = NotebookClient(nb, timeout=240, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}})
+        client.execute()
     finally:
         for k, v in old.items():
             if v is None:

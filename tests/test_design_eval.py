@@ -11,8 +11,8 @@ from Bio import SeqIO
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from seqdiff.evaluation import design as ev
-from seqdiff.sampling.design import Design, load_jaspar_motif, reverse_complement
+from seqdiff.dna import metrics as ev
+from seqdiff.dna.spec import Design, load_jaspar_motif, reverse_complement
 
 FIXTURE = Path(__file__).parent / "fixtures" / "chr20_300kb.fa"
 

@@ -8,13 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef, roc_auc_score
 
-from seqdiff.backbones import Transformer
+from seqdiff.benchmarks.benchmark_downstream import benchmark_downstream, markdown_table
 from seqdiff.checkpoint import CheckpointError
-from seqdiff.evaluation.downstream import (
+from seqdiff.dna.downstream import (
     BackboneEncoder,
     CNNEncoder,
     Context,
@@ -24,30 +22,17 @@ from seqdiff.evaluation.downstream import (
     Task,
     score,
 )
-from seqdiff.evaluation.downstream.baselines import fit_kmer_lr, predict_proba
-from seqdiff.evaluation.downstream.encoders import MemoizedEncoder
-from seqdiff.evaluation.downstream.protocol import CNNMethod, fit_and_test
-from seqdiff.evaluation.downstream.run import benchmark, finetune, markdown_table
-from seqdiff.tokenizers import KmerTokenizer, NucleotideTokenizer
+from seqdiff.dna.downstream.baselines import fit_kmer_lr, predict_proba
+from seqdiff.dna.downstream.encoders import MemoizedEncoder
+from seqdiff.dna.downstream.finetune import finetune
+from seqdiff.dna.downstream.protocol import CNNMethod, fit_and_test
+from seqdiff.dna.tokenizer import KmerTokenizer, NucleotideTokenizer
 
-CONFIGS = str(Path(__file__).resolve().parents[1] / "configs")
-TINY = {"_target_": "seqdiff.backbones.Transformer", "d_model": 32, "n_layers": 1, "n_heads": 2, "mlp_ratio": 2,
-        "d_cond": 16, "dropout": 0.0, "time_conditioning": False, "causal": False, "abs_positions": False}
+from helpers import compose, tiny_transformer, write_checkpoint
+
 TRAINER = {"_target_": "lightning.Trainer", "accelerator": "cpu", "devices": 1, "max_epochs": 1,
            "enable_progress_bar": False, "enable_model_summary": False, "num_sanity_val_steps": 0,
            "log_every_n_steps": 1}
-
-
-def write_checkpoint(path: Path, tokenizer=None, max_len: int = 64, seed: int = 0) -> Path:
-    """A seqdiff checkpoint (the layout scripts/train.py writes) around a tiny random transformer."""
-    tokenizer = tokenizer or NucleotideTokenizer()
-    torch.manual_seed(seed)
-    init = {"vocab_size": tokenizer.vocab_size, "max_len": max_len}
-    backbone = Transformer(**init, **{k: v for k, v in TINY.items() if k != "_target_"})
-    torch.save({"state_dict": {f"backbone.{k}": v for k, v in backbone.state_dict().items()},
-                "seqdiff": {"config": {"model": TINY}, "tokenizer": tokenizer.config(), "objective": "mdlm",
-                            "backbone_init": init, "schedule": None}}, path)
-    return path
 
 
 def poly_task(n: int = 80, seed: int = 0) -> Task:
@@ -90,7 +75,7 @@ def test_metrics_agree_with_sklearn():
 def test_head_learns_poly_a_vs_poly_c(tmp_path):
     torch.manual_seed(0)
     tok = NucleotideTokenizer()
-    encoder = BackboneEncoder(Transformer(tok.vocab_size, 64, d_model=32, n_layers=1, n_heads=2, d_cond=16), tok.pad_id)
+    encoder = BackboneEncoder(tiny_transformer(tok.vocab_size, 64), tok.pad_id)
     module = SequenceClassifier(encoder, 2, tok.pad_id, lr=3e-3)
     result = fit_and_test(module, poly_task(), 0, ctx(tmp_path, max_epochs=4), encoder.window, "poly")
     assert result["acc"] > 0.99 and result["auroc"] > 0.99
@@ -100,13 +85,14 @@ def test_head_learns_poly_a_vs_poly_c(tmp_path):
 def test_tiling_pools_over_windows():
     torch.manual_seed(0)
     tok = NucleotideTokenizer()
-    enc = BackboneEncoder(Transformer(tok.vocab_size, 8, d_model=32, n_layers=1, n_heads=2, d_cond=16), tok.pad_id).eval()
+    enc = BackboneEncoder(tiny_transformer(tok.vocab_size, 8), tok.pad_id).eval()
     x = torch.tensor([tok.encode("ACGTACGTTTGGCCAA")])  # 16 tokens = 2 windows of 8
     with torch.no_grad():
         tiled = enc(x, torch.ones_like(x, dtype=torch.bool))
         halves = enc(x.view(2, 8), torch.ones(2, 8, dtype=torch.bool)).mean(0, keepdim=True)
         short = enc(x[:, :12], torch.ones(1, 12, dtype=torch.bool))  # a padded last tile is masked out
-        manual = torch.cat([enc.hidden(x[:, :8])[0], enc.hidden(torch.cat([x[:, 8:12], torch.full((1, 4), tok.pad_id)], 1))[0, :, :4]], 1).mean(1)
+        padded = torch.cat([x[:, 8:12], torch.full((1, 4), tok.pad_id)], 1)
+        manual = torch.cat([enc.hidden(x[:, :8])[0], enc.hidden(padded)[0, :, :4]], 1).mean(1)
     assert torch.allclose(tiled, halves, atol=1e-5) and torch.allclose(short, manual, atol=1e-5)
 
 
@@ -127,7 +113,7 @@ def test_caduceus_features_through_head_hook_are_strand_invariant():
 def test_memoized_probe_features_and_frozen_backbone():
     torch.manual_seed(0)
     tok = NucleotideTokenizer()
-    inner = BackboneEncoder(Transformer(tok.vocab_size, 32, d_model=32, n_layers=1, n_heads=2, d_cond=16), tok.pad_id)
+    inner = BackboneEncoder(tiny_transformer(tok.vocab_size, 32), tok.pad_id)
     module = SequenceClassifier(MemoizedEncoder(inner), 2, tok.pad_id, freeze=True)
     x = torch.tensor([tok.encode("ACGTAC"), tok.encode("TTTTAC")])
     before = [p.clone() for p in inner.parameters()]
@@ -174,34 +160,23 @@ def test_backbone_without_head_is_refused():
         BackboneEncoder(torch.nn.Embedding(10, 4), 5)
 
 
-def _compose(config: str, overrides: list[str]):
-    with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
-        return compose(config, overrides=overrides, return_hydra_config=False)
-
-
-def _finalize(cfg, run_dir: Path):
-    OmegaConf.set_struct(cfg, False)
-    cfg.run_dir = str(run_dir)
-    return cfg
-
-
 def test_task_configs_compose_and_build():
     fixtures = Path(__file__).parent / "fixtures" / "downstream"
     from hydra.utils import instantiate
 
-    cfg = _compose("finetune", ["task=genomic_benchmarks", "task.name=yeast_coding_mini",
+    cfg = compose("finetune", ["task=genomic_benchmarks", "task.name=yeast_coding_mini",
                                 f"task.root={fixtures / 'genomic_benchmarks'}"])
     assert instantiate(cfg.task).summary()["train"]["n"] == 12
     for name in ("splice", "labeled", "yeast_coding"):
-        assert _compose("finetune", [f"task={name}"]).task["_target_"].startswith("seqdiff.evaluation.downstream")
+        assert compose("finetune", [f"task={name}"]).task["_target_"].startswith("seqdiff.dna.downstream")
 
 
 def test_finetune_smoke_on_splice(tmp_path):
     """scripts/finetune.py's function: real splice data, tiny pretrained checkpoint, a few steps, 1 seed."""
     ckpt = write_checkpoint(tmp_path / "tiny.ckpt")
-    cfg = _finalize(_compose("finetune", [
+    cfg = compose("finetune", [
         "task=splice", f"checkpoint={ckpt}", "seeds=[0]", "trainer.max_epochs=2", "+trainer.limit_train_batches=4",
-        "+trainer.limit_val_batches=2", "lr=1e-3"]), tmp_path / "run")
+        "+trainer.limit_val_batches=2", "lr=1e-3"], run_dir=tmp_path / "run")
     out = finetune(cfg)
     assert out["method"] == "pretrained" and out["task"]["test"]["n"] == 1186
     seed0 = out["per_seed"][0]
@@ -213,11 +188,11 @@ def test_finetune_smoke_on_splice(tmp_path):
 def test_benchmark_smoke_writes_json_and_table(tmp_path):
     ckpt = write_checkpoint(tmp_path / "tiny.ckpt", max_len=32)
     fixtures = Path(__file__).parent / "fixtures" / "downstream"
-    cfg = _finalize(_compose("benchmark_downstream", [
+    cfg = compose("benchmark_downstream", [
         "task=genomic_benchmarks", "task.name=yeast_coding_mini", f"task.root={fixtures / 'genomic_benchmarks'}",
         f"checkpoint={ckpt}", "seeds=[0,1]", "trainer.max_epochs=1", "val_fraction=0.25", "long_sequences=tile",
-        "methods.kmer_lr.k_max=3", "methods.cnn.channels=8", "methods.cnn.n_layers=1"]), tmp_path / "bench")
-    out = benchmark(cfg)
+        "methods.kmer_lr.k_max=3", "methods.cnn.channels=8", "methods.cnn.n_layers=1"], run_dir=tmp_path / "bench")
+    out = benchmark_downstream(cfg)
     assert set(out["results"]) == {"pretrained", "linear_probe", "scratch", "kmer_lr", "cnn"}
     for r in out["results"].values():
         assert r["n_seeds"] == 2 and set(r["mean"]) == {"acc", "mcc", "f1", "auroc"}
@@ -227,12 +202,14 @@ def test_benchmark_smoke_writes_json_and_table(tmp_path):
 
 
 def test_benchmark_without_checkpoint_says_what_to_do(tmp_path):
-    cfg = _finalize(_compose("benchmark_downstream", ["task=splice"]), tmp_path)
-    with pytest.raises(ValueError, match=r"linear_probe, pretrained need .*pass checkpoint=PATH .*methods.linear_probe=null methods.pretrained=null"):
-        benchmark(cfg)
+    cfg = compose("benchmark_downstream", ["task=splice"], run_dir=tmp_path)
+    need = r"linear_probe, pretrained need .*pass checkpoint=PATH .*methods.linear_probe=null methods.pretrained=null"
+    with pytest.raises(ValueError, match=need):
+        benchmark_downstream(cfg)
 
 
 def test_markdown_table_format():
     r = {"mean": {"acc": 0.9512, "mcc": 0.9, "f1": 0.95, "auroc": 0.99},
          "std": {"acc": 0.004, "mcc": 0.01, "f1": 0.005, "auroc": 0.001}, "n_seeds": 5}
-    assert "| cnn | 95.1 ± 0.4 | 0.900 ± 0.010 | 95.0 ± 0.5 | 0.990 ± 0.001 | 5 | 12 |" in markdown_table({"cnn": r}, {"cnn": 12.3})
+    row = "| cnn | 95.1 ± 0.4 | 0.900 ± 0.010 | 95.0 ± 0.5 | 0.990 ± 0.001 | 5 | 12 |"
+    assert row in markdown_table({"cnn": r}, {"cnn": 12.3})

@@ -11,11 +11,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from seqdiff.data.splice import N_ROWS, N_TRAIN, decode_bits, load_splice
-from seqdiff.evaluation.downstream.data import carve_validation, encode_sequences
-from seqdiff.evaluation.downstream.genome_task import build_coding_task, read_gff
-from seqdiff.evaluation.downstream.tasks import Task, genomic_benchmarks_task, labeled_task
-from seqdiff.tokenizers import NucleotideTokenizer
+from seqdiff.dna.downstream.data import carve_validation, encode_sequences
+from seqdiff.dna.downstream.genome_task import build_coding_task, read_gff
+from seqdiff.dna.downstream.splice import N_ROWS, N_TRAIN, decode_bits, load_splice
+from seqdiff.dna.downstream.tasks import Task, genomic_benchmarks_task, labeled_task
+from seqdiff.dna.tokenizer import NucleotideTokenizer
 
 FIX = Path(__file__).parent / "fixtures" / "downstream"
 
@@ -93,7 +93,8 @@ def test_labeled_fasta_and_csv(tmp_path, splice_rows):
     assert task.name == "train" and task.classes == ("ei", "ie", "n")
     assert len(task.train_sequences) == 15 and len(task.test_sequences) == 15
     assert task.train_sequences[0] == rows[0][1] and task.test_labels[0] == rows[1][2]
-    pd.DataFrame({"sequence": splice_rows["sequence"], "label": splice_rows["label"]}).to_csv(tmp_path / "a.csv", index=False)
+    frame = pd.DataFrame({"sequence": splice_rows["sequence"], "label": splice_rows["label"]})
+    frame.to_csv(tmp_path / "a.csv", index=False)
     task = labeled_task(str(tmp_path / "a.csv"), str(tmp_path / "a.csv"), name="csv")
     assert Counter(task.train_labels) == {"ei": 10, "ie": 10, "n": 10}
 

@@ -1,4 +1,4 @@
-"""Shareable safe checkpoints (issue 18): save_pretrained/load round trip, export CLI, refusal of code in files."""
+"""Shareable safe checkpoints: save_pretrained/load round trip, export CLI, refusal of code in files."""
 
 import json
 from pathlib import Path
@@ -9,7 +9,8 @@ from safetensors import safe_open
 
 import seqdiff
 from seqdiff.checkpoint import SAFE_GLOBALS, CheckpointError, UnsafeCheckpointError
-from tests.conftest import REPO, compose, run_script
+
+from helpers import ROOT, TINY_TRAIN_OVERRIDES, compose, run_script
 
 
 class WriteFile:
@@ -92,13 +93,12 @@ def test_pickled_payload_is_refused_and_never_runs(tiny_checkpoint, tmp_path):
 
 def test_resume_from_a_malicious_last_ckpt_is_refused(tiny_checkpoint, tmp_path):
     from seqdiff.train import train
-    from tests.conftest import TINY_OVERRIDES
 
     target = tmp_path / "pwned.txt"
     (tmp_path / "run" / "checkpoints").mkdir(parents=True)
     _malicious_checkpoint(tiny_checkpoint, tmp_path / "run" / "checkpoints" / "last.ckpt", target)
     with pytest.raises(UnsafeCheckpointError):
-        train(compose("train", TINY_OVERRIDES, run_dir=tmp_path / "run"))
+        train(compose("train", TINY_TRAIN_OVERRIDES, run_dir=tmp_path / "run"))
     assert not target.exists()
 
 
@@ -122,11 +122,12 @@ def test_not_a_model_folder_is_a_clear_error(tmp_path):
         seqdiff.load(tmp_path)
 
 
-NEVER_LOADS_A_MODEL = {"plot_curves"}  # a new CLI must either take trust_checkpoint or be listed here
+# A new CLI must either take trust_checkpoint or be listed here.
+NEVER_LOADS_A_MODEL = {"plot_curves", "fetch_genome", "build_genome_task", "benchmark_caduceus"}
 
 
 def test_every_cli_that_loads_checkpoints_has_trust_checkpoint_off_by_default():
-    scripts = [p for p in (REPO / "scripts").glob("*.py") if "seqdiff.cli import run_cli" in p.read_text()]
+    scripts = [p for p in (ROOT / "scripts").glob("*.py") if "seqdiff.cli import run_cli" in p.read_text()]
     names = {p.read_text().split('config_name="')[1].split('"')[0] for p in scripts} - NEVER_LOADS_A_MODEL
     assert {"train", "sample", "evaluate", "export", "design", "finetune", "tables", "table_peers"} <= names
     for name in sorted(names):

@@ -2,7 +2,6 @@
 
 import gzip
 import hashlib
-import importlib.util
 import io
 import shutil
 import subprocess
@@ -12,9 +11,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from omegaconf import OmegaConf
 
-from seqdiff.data import fetch as fetch_mod
-from seqdiff.data.fetch import FetchError, fetch_genome
+from seqdiff.dna import fetch as fetch_mod
+from seqdiff.dna.fetch import FetchError, fetch_genome
 
 FIXTURES = Path(__file__).parent / "fixtures"
 FASTA = (FIXTURES / "chr20_300kb.fa").read_bytes()
@@ -198,14 +198,16 @@ def test_bed_split_entry_and_script_error(tmp_path, gz, capsys):
     files = fetch_genome("toy", tmp_path / "genomes", cat, progress=False)
     assert files.bed.read_text() == bed.read_text()
 
-    spec = importlib.util.spec_from_file_location(
-        "fetch_genome", Path(__file__).parents[1] / "scripts" / "fetch_genome.py"
-    )
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    assert script.main(["bad", "--root", str(tmp_path / "genomes"), "--catalogue", str(cat)]) == 1
-    err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1].startswith("error: checksum mismatch for g.fa.gz")
+    # the command (scripts/fetch_genome.py): a failed fetch is a ValueError, i.e. one `error:` line, exit code 2
+    from seqdiff.dna.fetch_genome import fetch_genome as fetch_command
+
+    cfg = OmegaConf.create({"name": "bad", "root": str(tmp_path / "genomes"), "catalogue": str(cat),
+                            "force": False, "verify": False, "list": False})
+    with pytest.raises(ValueError, match="^checksum mismatch for g.fa.gz"):
+        fetch_command(cfg)
+    cfg.name, cfg.list = None, True
+    assert fetch_command(cfg) is None
+    assert capsys.readouterr().out.split() == ["bad", "test", "toy", "test"]
 
 
 def test_repository_catalogue_is_complete():

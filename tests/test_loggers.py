@@ -1,4 +1,4 @@
-"""Loggers (issue 18): logger=csv|tensorboard|wandb each write their files, and give the same learning curves."""
+"""Loggers: logger=csv|tensorboard|wandb each write their files, and give the same learning curves."""
 
 import pandas as pd
 import pytest
@@ -6,7 +6,8 @@ import torch
 from omegaconf import OmegaConf
 
 from seqdiff.evaluation.curves import plot_curves, read_curves
-from tests.conftest import TINY_OVERRIDES, compose, run_script
+
+from helpers import TINY_TRAIN_OVERRIDES, compose, run_script
 
 LOGGERS = ("csv", "tensorboard", "wandb")
 
@@ -17,7 +18,7 @@ def logged_run(tmp_path_factory):
     from seqdiff.train import train
 
     run_dir = tmp_path_factory.mktemp("logged")
-    overrides = [*TINY_OVERRIDES, "trainer.log_every_n_steps=2", "run_test=false"]
+    overrides = [*TINY_TRAIN_OVERRIDES, "trainer.log_every_n_steps=2", "run_test=false"]
     cfg = compose("train", overrides, run_dir=run_dir)
     loggers = [compose("train", [*overrides, f"logger={name}"], run_dir=run_dir).logger for name in LOGGERS]
     OmegaConf.set_struct(cfg, False)

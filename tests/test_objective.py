@@ -3,9 +3,10 @@ import math
 import torch
 from torch import nn
 
-from seqdiff.backbones import Transformer
 from seqdiff.diffusion import ar_nll, mdlm_nelbo, subs_log_probs
 from seqdiff.noise import LogLinearSchedule, sample_t
+
+from helpers import tiny_transformer
 
 MASK = 6
 
@@ -56,7 +57,7 @@ def test_nelbo_ignores_padding():
 
 def test_ar_nll_matches_chain_rule_by_hand():
     torch.manual_seed(0)
-    m = Transformer(10, 8, d_model=32, n_layers=1, n_heads=2, causal=True)
+    m = tiny_transformer(10, 8, causal=True)
     x0 = torch.tensor([[0, 1, 2, 3, 1]])
     got = ar_nll(m, x0, bos_id=7)
     hand = []
@@ -69,7 +70,7 @@ def test_ar_nll_matches_chain_rule_by_hand():
 
 def test_kv_cache_matches_full_forward():
     torch.manual_seed(0)
-    m = Transformer(10, 32, d_model=32, n_layers=2, n_heads=2, causal=True).eval()
+    m = tiny_transformer(10, 32, n_layers=2, causal=True).eval()
     x = torch.randint(0, 4, (3, 20))
     caches = m.new_kv_caches()
     step = torch.cat([m(x[:, :5], kv_caches=caches)] + [m(x[:, i : i + 1], kv_caches=caches) for i in range(5, 20)], 1)
@@ -80,7 +81,7 @@ def test_time_conditioning_changes_output_only_when_enabled():
     torch.manual_seed(0)
     x = torch.randint(0, 4, (2, 16))
     for tc in (False, True):
-        m = Transformer(10, 16, d_model=32, n_layers=1, n_heads=2, time_conditioning=tc)
+        m = tiny_transformer(10, 16, time_conditioning=tc)
         nn.init.normal_(m.blocks[0].ada.weight, std=0.5)  # adaLN starts at zero; perturb to see t
         a, b = m(x, torch.full((2,), 0.1)), m(x, torch.full((2,), 0.9))
         assert torch.allclose(a, b) != tc

@@ -1,6 +1,6 @@
-"""Issue 8, fast part: exact resume, atomic checkpoints, non-finite guard, same seed -> same run.
+"""Reliability, fast part: exact resume, atomic checkpoints, non-finite guard, same seed -> same run.
 
-All runs are real: a 2-layer d=32 transformer on 64-base windows of the chr20 fixture, a few steps each.
+All runs are real: the tiny transformer (tests/helpers) on 64-base windows of the chr20 fixture, a few steps each.
 The SIGKILL versions of the resume test and the DDP test are in test_reliability_slow.py / _ddp.py.
 """
 
@@ -16,11 +16,13 @@ from pathlib import Path
 import pytest
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
-from test_reliability_helpers import compose, load_state, subprocess_env, tiny_overrides, train_losses
 
 from seqdiff.diffusion import DiffusionLM
 from seqdiff.reliability import AtomicCheckpointIO, NonFiniteGuard, NonFiniteLossError
 from seqdiff.train import train
+
+from helpers import compose, subprocess_env
+from helpers.reliability import load_state, tiny_overrides, train_losses
 
 N = 3  # steps before the interruption; every run goes to 2N steps with a checkpoint every N
 
@@ -31,7 +33,7 @@ def cache(tmp_path_factory):
 
 
 def run(run_dir, cache, extra=()):
-    return train(compose(tiny_overrides(run_dir, cache, 2 * N, N) + list(extra)))
+    return train(compose("train", tiny_overrides(run_dir, cache, 2 * N, N) + list(extra)))
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +51,8 @@ def assert_same_state(a: dict, b: dict, atol: float = 0.0, ema: bool = True) -> 
     for k in a["state_dict"]:
         if ema or not k.startswith("ema."):
             torch.testing.assert_close(a["state_dict"][k], b["state_dict"][k], atol=atol, rtol=0, msg=k)
-    for sa, sb in zip(a["optimizer_states"][0]["state"].values(), b["optimizer_states"][0]["state"].values(), strict=True):
+    states_a, states_b = a["optimizer_states"][0]["state"], b["optimizer_states"][0]["state"]
+    for sa, sb in zip(states_a.values(), states_b.values(), strict=True):
         for k in sa:
             torch.testing.assert_close(sa[k], sb[k], atol=atol, rtol=0)
     assert a["lr_schedulers"] == b["lr_schedulers"]
@@ -62,7 +65,7 @@ def test_same_seed_same_losses_and_weights(straight, cache, tmp_path):
 
 
 def test_resume_after_crash_matches_straight_run(straight, cache, tmp_path):
-    crash = ["+callbacks.crash._target_=test_reliability_helpers.CrashAfterStep", f"+callbacks.crash.step={N}",
+    crash = ["+callbacks.crash._target_=helpers.reliability.CrashAfterStep", f"+callbacks.crash.step={N}",
              f"+callbacks.crash.marker={tmp_path / 'crashed'}"]
     with pytest.raises(RuntimeError, match="simulated crash"):
         run(tmp_path, cache, crash)
@@ -204,27 +207,27 @@ def test_config_type_check_accepts_every_shipped_config():
     configs = Path(__file__).resolve().parents[1] / "configs"
     for group in ("data", "tokenizer", "model", "noise", "objective", "trainer", "experiment"):
         for option in sorted(p.stem for p in (configs / group).glob("*.yaml")):
-            check_config_types(compose([f"{group}={option}", "run_dir=/tmp/unused"]))
+            check_config_types(compose("train", [f"{group}={option}"], run_dir="/tmp/unused"))
 
 
 def test_config_type_check_names_the_key():
     from seqdiff.reliability import check_config_types
 
     with pytest.raises(ValueError, match=r"trainer\.max_steps='abc': expected int, got str"):
-        check_config_types(compose(["trainer.max_steps=abc", "run_dir=/tmp/unused"]))
+        check_config_types(compose("train", ["trainer.max_steps=abc"], run_dir="/tmp/unused"))
     with pytest.raises(ValueError, match=r"callbacks\.nonfinite\.action='ignore': expected one of 'stop', 'skip'"):
-        check_config_types(compose(["callbacks.nonfinite.action=ignore", "run_dir=/tmp/unused"]))
+        check_config_types(compose("train", ["callbacks.nonfinite.action=ignore"], run_dir="/tmp/unused"))
 
 
 def test_same_seed_same_samples(straight, tmp_path):
-    from seqdiff.generate import generate
+    from seqdiff.sample import sample
 
-    def sample(seed: int, name: str) -> str:
+    def draw(seed: int, name: str) -> str:
         out = tmp_path / name
-        generate(compose([f"checkpoint={straight / 'checkpoints/last.ckpt'}", f"out={out}", "num_samples=4",
-                          "steps=16", f"seed={seed}", "progress=false"], config="sample"))
+        sample(compose("sample", [f"checkpoint={straight / 'checkpoints/last.ckpt'}", f"out={out}", "num_samples=4",
+                          "steps=16", f"seed={seed}", "progress=false"]))
         return out.read_text()
 
-    a, b, c = sample(0, "a.fa"), sample(0, "b.fa"), sample(1, "c.fa")
+    a, b, c = draw(0, "a.fa"), draw(0, "b.fa"), draw(1, "c.fa")
     assert a == b and a.count(">") == 4
     assert a != c

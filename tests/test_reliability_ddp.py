@@ -1,4 +1,4 @@
-"""Issue 8, distributed training: Lightning DDP on CPU (gloo), sharding of training windows across ranks and
+"""Reliability of distributed training: Lightning DDP on CPU (gloo), sharding of training windows across ranks and
 DataLoader workers, and the resume offset under DDP.
 
 The fast tests check the sharding itself (the same DistributedSamplerWrapper Lightning puts around the
@@ -14,11 +14,13 @@ from collections import defaultdict
 import pytest
 import torch
 from lightning.fabric.utilities.distributed import DistributedSamplerWrapper
-from test_reliability_helpers import BED, FASTA, ROOT, subprocess_env, tiny_overrides
 
-from seqdiff.data import GenomeDataModule
-from seqdiff.data.windows import EpochSampler
-from seqdiff.tokenizers import NucleotideTokenizer
+from seqdiff.dna.datamodule import GenomeDataModule
+from seqdiff.dna.tokenizer import NucleotideTokenizer
+from seqdiff.dna.windows import EpochSampler
+
+from helpers import CHR20, CHR20_BED, ROOT, subprocess_env
+from helpers.reliability import tiny_overrides
 
 
 def shard(sampler, world: int) -> dict[int, list[int]]:
@@ -44,7 +46,7 @@ def test_ranks_get_disjoint_windows_and_resume_continues_each_rank(world):
 
 
 def test_dataloader_workers_do_not_duplicate_windows(tmp_path):
-    dm = GenomeDataModule(NucleotideTokenizer(), genome=None, fasta=FASTA, bed=BED, cache_dir=tmp_path, window=64,
+    dm = GenomeDataModule(NucleotideTokenizer(), genome=None, fasta=CHR20, bed=CHR20_BED, cache_dir=tmp_path, window=64,
                           batch_size=4, train_windows_per_epoch=32, num_workers=0)
     serial = torch.cat([b["x0"] for b in dm.train_dataloader()])
     dm.num_workers = 2
@@ -60,7 +62,7 @@ def test_ddp_cpu_two_ranks_see_different_data_and_loss_falls(tmp_path):
     over = [o for o in over if not o.startswith("run_dir=")] + [
         "trainer=ddp_cpu", f"hydra.run.dir={tmp_path / 'run'}", f"data.batch_size={batch}", "objective.warmup_steps=2",
         "objective.lr=4e-3",
-        "+callbacks.probe._target_=test_reliability_helpers.BatchProbe", f"+callbacks.probe.out={tmp_path / 'probe'}",
+        "+callbacks.probe._target_=helpers.reliability.BatchProbe", f"+callbacks.probe.out={tmp_path / 'probe'}",
     ]
     proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "train.py"), *over], cwd=tmp_path,
                           env=subprocess_env(), capture_output=True, text=True, timeout=900)

@@ -1,4 +1,4 @@
-"""Issue 8, strict inputs: a table of malformed FASTA / BED / checkpoint / config inputs fed to the real entry
+"""Reliability, strict inputs: a table of malformed FASTA / BED / checkpoint / config inputs fed to the real entry
 points. Each case either works (CRLF, lowercase, IUPAC codes) or exits with code 2 and one `error:` line that
 names the file (and line, where there is one); never a traceback, never a partial output file.
 
@@ -19,9 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from test_reliability_helpers import BED, FASTA, ROOT, compose, subprocess_env, tiny_overrides
 
 from seqdiff.cli import run_cli, run_hydra
+
+from helpers import CHR20, CHR20_BED, ROOT, compose, subprocess_env
+from helpers.reliability import tiny_overrides
 
 
 @dataclass
@@ -35,7 +37,7 @@ class Case:
 
 
 def fasta_lines() -> list[str]:
-    return FASTA.read_text().splitlines()
+    return CHR20.read_text().splitlines()
 
 
 def write_inputs(d: Path) -> None:
@@ -53,11 +55,11 @@ def write_inputs(d: Path) -> None:
     binary = list(lines)
     binary[1999] = binary[1999][:30] + "\u00e9" + binary[1999][31:]  # a UTF-8 byte pair at line 2000, column 31
     (d / "non_ascii.fa").write_bytes(("\n".join(binary) + "\n").encode())
-    gz = gzip.compress(FASTA.read_bytes())
+    gz = gzip.compress(CHR20.read_bytes())
     (d / "truncated.fa.gz").write_bytes(gz[: len(gz) // 2])
     all_n = [ln if ln.startswith(">") else "N" * len(ln) for ln in lines]
     (d / "all_n.fa").write_text("\n".join(all_n) + "\n")
-    bed = BED.read_text().splitlines()
+    bed = CHR20_BED.read_text().splitlines()
     (d / "out_of_range.bed").write_text("\n".join([*bed[:2], "chr20a\t140000\t999999\tvalid", *bed[3:]]) + "\n")
     (d / "start_after_end.bed").write_text("\n".join([bed[0], "chr20b\t40000\t0\ttrain", *bed[2:]]) + "\n")
 
@@ -70,18 +72,23 @@ CASES = [
     Case("fasta_crlf", "train", fa("crlf.fa"), ok=True),
     Case("fasta_lowercase", "train", fa("lower.fa"), ok=True),
     Case("fasta_iupac", "train", fa("iupac.fa"), ok=True),
-    Case("fasta_no_header", "train", fa("no_header.fa"), expect=r"no_header\.fa:1: sequence before the first '>'", fasta_valid=False),
+    Case("fasta_no_header", "train", fa("no_header.fa"), expect=r"no_header\.fa:1: sequence before the first '>'",
+         fasta_valid=False),
     Case("fasta_header_without_sequence", "train", fa("empty_record.fa"),
          expect=r"empty_record\.fa:1: header >chr20a has no sequence", fasta_valid=False),
-    Case("fasta_non_iupac_byte", "train", fa("non_iupac.fa"), expect=r"non_iupac\.fa:100: invalid character 'X' at column 7", fasta_valid=False),
-    Case("fasta_non_ascii_byte", "train", fa("non_ascii.fa"), expect=r"non_ascii\.fa:2000: invalid character .* column 31", fasta_valid=False),
-    Case("fasta_truncated_gzip", "train", fa("truncated.fa.gz"), expect=r"truncated\.fa\.gz.*(truncated|ended|corrupt)", fasta_valid=False),
+    Case("fasta_non_iupac_byte", "train", fa("non_iupac.fa"),
+         expect=r"non_iupac\.fa:100: invalid character 'X' at column 7", fasta_valid=False),
+    Case("fasta_non_ascii_byte", "train", fa("non_ascii.fa"),
+         expect=r"non_ascii\.fa:2000: invalid character .* column 31", fasta_valid=False),
+    Case("fasta_truncated_gzip", "train", fa("truncated.fa.gz"),
+         expect=r"truncated\.fa\.gz.*(truncated|ended|corrupt)", fasta_valid=False),
     Case("bed_end_out_of_range", "train", ["++data.bed={dir}/out_of_range.bed"],
          expect=r"out_of_range\.bed:3: end 999999 is beyond the end of chr20a"),
     Case("bed_start_after_end", "train", ["++data.bed={dir}/start_after_end.bed"],
          expect=r"start_after_end\.bed:2: need 0 <= start < end"),
     Case("all_n_windows", "train", fa("all_n.fa"), expect=r"all_n\.fa: train split: no 64 bp window has at most 50% N"),
-    Case("unknown_config_key", "train", ["trainer.max_stepz=5"], expect=r"Could not override 'trainer\.max_stepz'.*\+trainer\.max_stepz=5"),
+    Case("unknown_config_key", "train", ["trainer.max_stepz=5"],
+         expect=r"Could not override 'trainer\.max_stepz'.*\+trainer\.max_stepz=5"),
     Case("wrong_type_int", "train", ["trainer.max_steps=abc"], expect=r"trainer\.max_steps='abc': expected int"),
     Case("wrong_type_data", "train", ["data.batch_size=1.5"], expect=r"data\.batch_size=1\.5: expected int"),
     Case("unknown_group_option", "train", ["model=transformerr"], expect=r"Could not find 'model/transformerr'"),
@@ -104,7 +111,7 @@ def inputs(tmp_path_factory):
     d = tmp_path_factory.mktemp("inputs")
     write_inputs(d)
     run = d / "good_run"
-    train(compose(tiny_overrides(run, d / "cache_good", 2, 2)))
+    train(compose("train", tiny_overrides(run, d / "cache_good", 2, 2)))
     shutil.copy(run / "checkpoints" / "last.ckpt", d / "model.ckpt")
     data = (run / "checkpoints" / "last.ckpt").read_bytes()
     (d / "truncated.ckpt").write_bytes(data[: len(data) // 2])
@@ -147,7 +154,7 @@ def run_in_process(case: Case, d: Path, out: Path, capsys) -> tuple[int, str]:
     fn = train if case.script == "train" else evaluate
     capsys.readouterr()
     try:
-        run_hydra(lambda: run_cli(fn, compose(case_overrides(case, d, out), config=case.script)))
+        run_hydra(lambda: run_cli(fn, compose(case.script, case_overrides(case, d, out))))
         code = 0
     except SystemExit as e:
         code = int(e.code or 0)

@@ -1,4 +1,4 @@
-"""Issue 8, the real thing: `python scripts/train.py ...` SIGKILLed after its step-N checkpoint, re-run with the
+"""Reliability, the real thing: `python scripts/train.py ...` SIGKILLed after its step-N checkpoint, re-run with the
 same command and hydra.run.dir, must end where an uninterrupted run ends (same losses, weights, optimizer).
 
 Slow: three interpreter starts. The in-process version is test_reliability.py::test_resume_after_crash_...
@@ -11,7 +11,9 @@ import sys
 
 import pytest
 import torch
-from test_reliability_helpers import ROOT, kill_when, load_state, subprocess_env, tiny_overrides, train_losses
+
+from helpers import ROOT, subprocess_env
+from helpers.reliability import kill_when, load_state, tiny_overrides, train_losses
 
 N = 4
 
@@ -31,7 +33,7 @@ def test_sigkill_after_checkpoint_then_same_command_resumes_exactly(tmp_path):
 
     # The node "dies" after step N: HangAfterStep blocks once the step-N checkpoint is on disk; we SIGKILL it.
     marker = tmp_path / "hung"
-    cmd = command(killed, cache, ["+callbacks.hang._target_=test_reliability_helpers.HangAfterStep",
+    cmd = command(killed, cache, ["+callbacks.hang._target_=helpers.reliability.HangAfterStep",
                                   f"+callbacks.hang.step={N}", f"+callbacks.hang.marker={marker}"])
     proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)
     waited = kill_when(marker, proc)

@@ -1,8 +1,9 @@
 import pytest
 import torch
 
-from seqdiff.backbones import Transformer
 from seqdiff.sampling import AncestralSampler, Constraints, denoise, sample
+
+from helpers import subprocess_env, tiny_transformer
 
 MASK, V = 6, 10
 
@@ -10,7 +11,7 @@ MASK, V = 6, 10
 @pytest.fixture(scope="module")
 def model():
     torch.manual_seed(0)
-    m = Transformer(V, 64, d_model=32, n_layers=2, n_heads=2).eval()
+    m = tiny_transformer(V, 64, n_layers=2).eval()
     torch.nn.init.normal_(m.head.weight, std=1.0)  # make predictions position dependent
     return m
 
@@ -71,7 +72,7 @@ def test_constraints_reject_contradictions():
     with pytest.raises(ValueError, match="no token is allowed"):
         Constraints(torch.full((3,), -1), allowed)
     with pytest.raises(ValueError, match="length"):
-        sample(Transformer(V, 8, d_model=16, n_layers=1, n_heads=2), MASK, 1, 5, AncestralSampler(num_steps=2),
+        sample(tiny_transformer(V, 8), MASK, 1, 5, AncestralSampler(num_steps=2),
                constraints=Constraints.free(4))
 
 
@@ -80,5 +81,5 @@ def test_sampling_does_not_import_lightning():
     import sys
 
     code = "import sys, seqdiff.sampling, seqdiff.backbones; print('lightning' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=subprocess_env())
     assert out.stdout.strip() == "False"

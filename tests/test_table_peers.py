@@ -1,4 +1,4 @@
-"""Table peers and SDMetrics (issue 18): CTGAN/TVAE under a budget, scored beside seqdiff by the same code.
+"""Table peers and SDMetrics: CTGAN/TVAE under a budget, scored beside seqdiff by the same code.
 
 The SDMetrics and ctgan parts need `pip install 'seqdiff[peers]'` (pandas < 3) and are skipped without it."""
 
@@ -11,11 +11,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from seqdiff.data.table import read_table
-from seqdiff.evaluation import sdmetrics_bridge as sdm
-from seqdiff.evaluation import tables as T
-from seqdiff.evaluation.table_peers import _Deadline, from_peer_frame, to_peer_frame
-from tests.conftest import FIXTURES, compose, run_script
+from seqdiff.tables import metrics as T
+from seqdiff.tables import sdmetrics_bridge as sdm
+from seqdiff.tables.data import read_table
+from seqdiff.tables.table_peers import _Deadline, from_peer_frame, to_peer_frame
+
+from helpers import FIXTURES, compose, run_script
 
 needs_sdmetrics = pytest.mark.skipif(not sdm.available(), reason="SDMetrics not installed (seqdiff[peers])")
 try:
@@ -69,7 +70,7 @@ def test_sdmetrics_scores_agree_with_ours_and_rank_baselines(adult):
 @needs_ctgan
 @pytest.mark.parametrize("peer", ["ctgan", "tvae"])
 def test_fit_peer_respects_epochs_and_budget(adult, peer):
-    from seqdiff.evaluation.table_peers import fit_peer, sample_peer
+    from seqdiff.tables.table_peers import fit_peer, sample_peer
 
     real, kinds = adult
     _, info = fit_peer(peer, real, kinds, epochs=2, seed=0)

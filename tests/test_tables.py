@@ -13,12 +13,13 @@ from hydra.utils import instantiate
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from seqdiff.backbones import Transformer
-from seqdiff.data.table import TableDataModule, read_table
-from seqdiff.evaluation import tables as T
-from seqdiff.sampling.tables import impute_frame, impute_tokens, sample_rows
+from seqdiff.tables import metrics as T
+from seqdiff.tables.data import TableDataModule, read_table
+from seqdiff.tables.sampling import impute_frame, impute_tokens, sample_rows
+from seqdiff.tables.tokenizer import TableTokenizer
 from seqdiff.tokenizers.base import Tokenizer
-from seqdiff.tokenizers.table import TableTokenizer
+
+from helpers import tiny_transformer
 
 FIXTURES = Path(__file__).parent / "fixtures"
 ADULT_TRAIN, ADULT_TEST = FIXTURES / "adult_train_600.csv", FIXTURES / "adult_test_200.csv"
@@ -38,7 +39,8 @@ def test_adult_schema_inferred_and_protocol(adult):
     assert frame["workclass"].isna().sum() > 0  # '?' read as missing
     assert isinstance(tok, Tokenizer) and tok.vocab_size == int(tok.column_of.numel())
     assert len({tok.pad_id, tok.mask_id, tok.bos_id, tok.eos_id, tok.unk_id}) == 5
-    line = "39, State-gov, 77516, Bachelors, 13, Never-married, Adm-clerical, Not-in-family, White, Male, 2174, 0, 40, United-States, <=50K"
+    line = ("39, State-gov, 77516, Bachelors, 13, Never-married, Adm-clerical, Not-in-family, White, Male, 2174, 0, "
+            "40, United-States, <=50K")
     ids = tok.encode(line)
     assert len(ids) == 15 and tok.decode(ids).split(",")[1] == "State-gov"
 
@@ -190,8 +192,7 @@ def test_parquet(tmp_path):
 def tiny_model(adult):
     torch.manual_seed(0)
     _, _, tok = adult
-    return Transformer(tok.vocab_size, tok.n_columns, d_model=32, n_layers=1, n_heads=2, d_cond=32,
-                       abs_positions=True).eval()
+    return tiny_transformer(tok.vocab_size, tok.n_columns, abs_positions=True).eval()
 
 
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

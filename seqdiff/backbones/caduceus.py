@@ -217,7 +217,8 @@ class CaduceusPS(BiMamba):
         **kwargs,
     ) -> None:
         if d_model % 2:
-            raise ValueError(f"CaduceusPS splits d_model into two strands of d_model/2 channels; d_model={d_model} is odd")
+            raise ValueError(f"CaduceusPS splits d_model into two strands of d_model/2 channels; "
+                             f"d_model={d_model} is odd")
         comp = check_complement(complement_ids, vocab_size, type(self).__name__)
         super().__init__(vocab_size, max_len, d_model=d_model // 2, **kwargs)
         self.d_model = d_model

@@ -55,7 +55,8 @@ class Block(nn.Module):
         self.proj = nn.Linear(d_model, d_model, bias=False)
         self.norm2 = nn.LayerNorm(d_model, elementwise_affine=False)
         self.mlp = nn.Sequential(
-            nn.Linear(d_model, mlp_ratio * d_model), nn.GELU(approximate="tanh"), nn.Linear(mlp_ratio * d_model, d_model)
+            nn.Linear(d_model, mlp_ratio * d_model), nn.GELU(approximate="tanh"),
+            nn.Linear(mlp_ratio * d_model, d_model),
         )
         self.ada = nn.Linear(d_cond, 6 * d_model)
         nn.init.zeros_(self.ada.weight)
@@ -120,7 +121,8 @@ class Transformer(nn.Module):
         self.rotary = Rotary(d_model // n_heads, max_len)
         self.cond = nn.Sequential(nn.Linear(d_cond, d_cond), nn.SiLU(), nn.Linear(d_cond, d_cond))
         self.d_cond = d_cond
-        self.blocks = nn.ModuleList(Block(d_model, n_heads, d_cond, mlp_ratio, dropout, causal) for _ in range(n_layers))
+        self.blocks = nn.ModuleList(Block(d_model, n_heads, d_cond, mlp_ratio, dropout, causal)
+                                    for _ in range(n_layers))
         self.norm_out = nn.LayerNorm(d_model, elementwise_affine=False)
         self.ada_out = nn.Linear(d_cond, 2 * d_model)
         nn.init.zeros_(self.ada_out.weight)

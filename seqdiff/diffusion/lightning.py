@@ -14,10 +14,8 @@ import lightning as L
 import torch
 from torch import Tensor, nn
 
-from seqdiff.diffusion.objective import ar_nll, mdlm_nelbo
+from seqdiff.diffusion.objective import LN2, ar_nll, mdlm_nelbo
 from seqdiff.noise import LogLinearSchedule, Schedule, sample_t
-
-LN2 = math.log(2.0)
 
 
 class SequenceLM(L.LightningModule):

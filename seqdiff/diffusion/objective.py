@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor, nn
 
 from seqdiff.noise import Schedule, add_noise
+
+LN2 = math.log(2.0)  # nats / LN2 = bits
 
 
 def subs_log_probs(logits: Tensor, xt: Tensor, mask_id: int) -> Tensor:

@@ -1,6 +1,5 @@
-"""Evaluation: likelihood (bits/base), Markov baselines, sample statistics."""
+"""Domain-free evaluation: held-out likelihood in bits per token / base (MDLM NELBO or AR NLL)."""
 
 from seqdiff.evaluation.likelihood import LikelihoodResult, evaluate_likelihood
-from seqdiff.evaluation.markov import MarkovModel, best_markov
 
-__all__ = ["LikelihoodResult", "evaluate_likelihood", "MarkovModel", "best_markov"]
+__all__ = ["LikelihoodResult", "evaluate_likelihood"]

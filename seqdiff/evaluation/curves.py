@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from seqdiff.io import atomic_write
+from seqdiff.io import savefig
 
 COLUMNS = ["step", "metric", "value"]
 DEFAULT_METRICS = ("train/bpb", "val/bpb")
@@ -151,20 +151,7 @@ def plot_curves(curves: pd.DataFrame, out: str | Path, metrics: tuple[str, ...] 
     fig.tight_layout()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(out, "wb") as f:
-        fig.savefig(f, format=out.suffix.lstrip(".") or "png")
+    savefig(fig, out, format=out.suffix.lstrip(".") or "png")
     plt.close(fig)
     return out
 
-
-def plot_run(cfg) -> Path:
-    """CLI body of scripts/plot_curves.py: `cfg.run` (run dir or log file) -> `cfg.out` (default
-    <run dir>/learning_curve.png). Prints the output path and each metric's last value."""
-    curves = read_curves(cfg.run)
-    run = Path(cfg.run)
-    out = Path(cfg.out) if cfg.out else (run if run.is_dir() else run.parent) / "learning_curve.png"
-    plot_curves(curves, out, list(cfg.metrics), cfg.title)
-    last = curves.groupby("metric").last()
-    print(f"{out}: " + ", ".join(f"{m} {last.loc[m, 'value']:.4f} at step {last.loc[m, 'step']}"
-                                 for m in cfg.metrics))
-    return out

@@ -1,12 +1,14 @@
-"""Left-to-right sampling from a causal backbone: KV-cached (one token per call) and an uncached reference.
+"""Left-to-right generation from a causal backbone: `decode` is the one loop (KV-cached, one token per call,
+or an uncached reference that re-runs the whole prefix); `sample_autoregressive` samples sequences with it.
 
-Both consume the generator identically (one `sample_categorical` draw of shape (B, 1) per position), so for
-a fixed seed they produce the same tokens; the reference re-runs the whole prefix at every position and
-exists to test the cache. The sequence is scored from a BOS token, exactly as `ar_nll` trains it.
+Cached and uncached consume the generator identically (one `sample_categorical` draw of shape (B, 1) per
+position), so for a fixed seed they produce the same tokens; the reference exists to test the cache. The
+sequence is scored from a BOS token, exactly as `ar_nll` trains it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import nullcontext
 
 import torch
@@ -30,6 +32,35 @@ def _next_token(logits: Tensor, i: int, constraints: Constraints, temperature: f
     tok = sample_categorical(log_p, generator)[:, 0]  # (B,)
     fixed = constraints.fixed[i]
     return torch.where(fixed >= 0, fixed.expand_as(tok), tok)
+
+
+@torch.no_grad()
+def decode(backbone: nn.Module, prompt: Tensor, max_new_tokens: int, pick: Callable[[Tensor, int], Tensor],
+           stop: Callable[[Tensor], bool] | None = None, cache: bool = True,
+           dtype: torch.dtype | None = None) -> tuple[Tensor, int]:
+    """Append tokens to `prompt` (B, P) left to right: `pick(logits (B, V), i) -> (B,)` chooses the i-th new
+    token from the last position's logits, until `max_new_tokens` or `stop(new tokens (B,))` is true.
+
+    cache=True: the prompt in one call, then one token per call through `backbone.new_kv_caches()`.
+    cache=False: the reference, a full forward over prompt + new tokens at every position.
+    Returns (new tokens (B, n), network calls n).
+    """
+    caches = backbone.new_kv_caches() if cache else None
+    new: list[Tensor] = []
+    inputs = prompt
+    for i in range(max_new_tokens):
+        with _autocast(dtype, prompt.device):
+            if cache:  # the newest inputs only; the cache holds the rest
+                logits = backbone(inputs, None, kv_caches=caches)[:, -1]
+            else:
+                logits = backbone(torch.cat([prompt, *(t[:, None] for t in new)], dim=1), None)[:, -1]
+        token = pick(logits, i)
+        new.append(token)
+        if stop is not None and stop(token):
+            break
+        inputs = token[:, None]
+    out = torch.stack(new, dim=1) if new else prompt.new_zeros((prompt.shape[0], 0))
+    return out, len(new)
 
 
 @torch.no_grad()
@@ -62,13 +93,9 @@ def sample_autoregressive(
     if constraints.length != length:
         raise ValueError(f"constraints cover {constraints.length} positions but length={length}")
 
-    x = torch.full((num_samples, length + 1), bos_id, dtype=torch.long, device=device)  # BOS + tokens
-    caches = backbone.new_kv_caches() if cache else None
-    for i in range(length):
-        with _autocast(dtype, device):
-            if cache:  # position i is predicted from the single newest input, x[:, i]
-                logits = backbone(x[:, i : i + 1], None, kv_caches=caches)[:, -1]
-            else:
-                logits = backbone(x[:, : i + 1], None)[:, -1]
-        x[:, i + 1] = _next_token(logits, i, constraints, temperature, generator)
-    return SampleOutput(tokens=x[:, 1:], nfe=length, steps=length)
+    def pick(logits: Tensor, i: int) -> Tensor:
+        return _next_token(logits, i, constraints, temperature, generator)
+
+    bos = torch.full((num_samples, 1), bos_id, dtype=torch.long, device=device)
+    tokens, nfe = decode(backbone, bos, length, pick, cache=cache, dtype=dtype)
+    return SampleOutput(tokens=tokens, nfe=nfe, steps=length)

@@ -5,6 +5,7 @@ Higher-level builders (IUPAC templates, JASPAR motifs, flanks) compile down to t
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -72,15 +73,22 @@ class Constraints:
         return fixed_ok & allowed_ok
 
 
-def special_ids(tokenizer) -> list[int]:
-    """Ids of the tokenizer's special tokens (pad, mask, bos, eos, unk) that exist."""
-    names = ("pad_id", "mask_id", "bos_id", "eos_id", "unk_id")
+SPECIAL_ID_NAMES = ("pad_id", "mask_id", "bos_id", "eos_id", "unk_id")  # every tokenizer has these
+
+
+def special_ids(tokenizer, names: Sequence[str] = SPECIAL_ID_NAMES) -> list[int]:
+    """Ids of the tokenizer's special tokens (`names`: pad, mask, bos, eos, unk by default) that exist."""
     return sorted({int(getattr(tokenizer, n)) for n in names if getattr(tokenizer, n, None) is not None})
+
+
+def ordinary_tokens(tokenizer, vocab_size: int | None = None, names: Sequence[str] = SPECIAL_ID_NAMES) -> Tensor:
+    """BoolTensor[V]: True for every token that is not one of the special tokens `names`."""
+    allowed = torch.ones(vocab_size or tokenizer.vocab_size, dtype=torch.bool)
+    allowed[special_ids(tokenizer, names)] = False
+    return allowed
 
 
 def no_special_tokens(tokenizer, length: int, vocab_size: int | None = None) -> Constraints:
     """Free constraints that forbid special tokens everywhere: generated DNA is only bases, never [PAD] etc."""
-    V = vocab_size or tokenizer.vocab_size
-    allowed = torch.ones(length, V, dtype=torch.bool)
-    allowed[:, special_ids(tokenizer)] = False
+    allowed = ordinary_tokens(tokenizer, vocab_size).expand(length, -1).clone()  # (L, V)
     return Constraints(torch.full((length,), -1, dtype=torch.long), allowed)

@@ -29,7 +29,7 @@ from seqdiff.noise import LogLinearSchedule, Schedule
 from seqdiff.sampling.autoregressive import _autocast
 from seqdiff.sampling.constraints import Constraints
 from seqdiff.sampling.loop import SampleOutput
-from seqdiff.sampling.samplers import sample_categorical
+from seqdiff.sampling.samplers import sample_categorical, uniform_timesteps
 
 
 def inverse_alpha(schedule: Schedule, a: Tensor, iters: int = 60) -> Tensor:
@@ -59,7 +59,7 @@ def unmask_events(masked: Tensor, schedule: Schedule, num_steps: int | None,
     if num_steps is None:
         key = a_tau  # smallest alpha = latest time = first event; continuous draws are distinct a.s.
     else:  # grid step k covers (t_{k+1}, t_k]: the token unmasks in the step whose alpha range holds a_tau
-        grid = torch.linspace(1.0, 0.0, num_steps + 1, dtype=torch.float64, device=masked.device)
+        grid = uniform_timesteps(num_steps, masked.device, torch.float64)
         a_grid = schedule.alpha(grid)  # increasing from alpha(1) to alpha(0)
         a_grid[-1] = 1.0  # the last step resolves every remaining mask, as AncestralSampler's s=0 step does
         key = torch.searchsorted(a_grid[1:].contiguous(), a_tau, right=False).double()  # step index 0..K-1

@@ -26,6 +26,7 @@ from torch import Tensor
 
 from seqdiff.noise import LogLinearSchedule, Schedule
 from seqdiff.sampling.constraints import Constraints
+from seqdiff.sampling.samplers import GridSampler
 
 
 def _stochastic_round(x: Tensor, generator: torch.Generator | None) -> Tensor:
@@ -42,7 +43,7 @@ def _top_k_mask(scores: Tensor, k: Tensor) -> Tensor:
     return (ranks < k[:, None]) & torch.isfinite(scores)
 
 
-class RemaskingSampler:
+class RemaskingSampler(GridSampler):
     """Confidence-ordered unmasking with low-confidence remasking (LLaDA / ReMDM) on `num_steps` steps.
 
     eta: remasking strength (the ReMDM-cap sigma), 0 disables remasking. remask_window: remask only while
@@ -53,8 +54,7 @@ class RemaskingSampler:
     def __init__(self, schedule: Schedule | None = None, num_steps: int = 128, eta: float = 0.05,
                  t_on: float = 0.9, t_off: float = 0.1, temperature: float = 1.0,
                  fixed: Tensor | Constraints | None = None) -> None:
-        if num_steps < 1:
-            raise ValueError(f"num_steps must be >= 1, got {num_steps}")
+        super().__init__(num_steps)
         if not 0.0 <= eta <= 1.0:
             raise ValueError(f"eta must be in [0, 1], got {eta}")
         if not 0.0 <= t_off <= t_on <= 1.0:
@@ -62,16 +62,12 @@ class RemaskingSampler:
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
         self.schedule = schedule or LogLinearSchedule()
-        self.num_steps, self.eta, self.t_on, self.t_off, self.temperature = num_steps, eta, t_on, t_off, temperature
+        self.eta, self.t_on, self.t_off, self.temperature = eta, t_on, t_off, temperature
         if isinstance(fixed, Constraints):
             fixed = fixed.fixed >= 0
         self.fixed = None if fixed is None else fixed.bool()
         self._frozen: Tensor | None = None  # (B, L) tokens never remasked in the current trajectory
         self._conf: Tensor | None = None  # (B, L) decode-time probability of each decoded token
-
-    def timesteps(self, device: torch.device | str | None = None) -> Tensor:
-        """(num_steps + 1,) times from 1 down to 0."""
-        return torch.linspace(1.0, 0.0, self.num_steps + 1, device=device)
 
     def _start(self, xt: Tensor, mask_id: int) -> None:
         frozen = xt != mask_id

@@ -23,7 +23,26 @@ def sample_categorical(log_probs: Tensor, generator: torch.Generator | None = No
     return idx.squeeze(-1)
 
 
-class AncestralSampler:
+def uniform_timesteps(num_steps: int, device: torch.device | str | None = None,
+                      dtype: torch.dtype | None = None) -> Tensor:
+    """(num_steps + 1,) times on a uniform grid from t=1 down to t=0: the grid every step sampler walks."""
+    return torch.linspace(1.0, 0.0, num_steps + 1, device=device, dtype=dtype)
+
+
+class GridSampler:
+    """Base of the samplers that step along `uniform_timesteps(num_steps)`; subclasses define `step`."""
+
+    def __init__(self, num_steps: int) -> None:
+        if num_steps < 1:
+            raise ValueError(f"num_steps must be >= 1, got {num_steps}")
+        self.num_steps = num_steps
+
+    def timesteps(self, device: torch.device | str | None = None) -> Tensor:
+        """(num_steps + 1,) times from 1 down to 0."""
+        return uniform_timesteps(self.num_steps, device)
+
+
+class AncestralSampler(GridSampler):
     """MDLM ancestral sampler on a uniform grid of `num_steps` steps from t=1 to t=0.
 
     With cache=True in the loop (and a backbone without time conditioning) this is MDLM's cached sampler:
@@ -31,14 +50,8 @@ class AncestralSampler:
     """
 
     def __init__(self, schedule: Schedule | None = None, num_steps: int = 128) -> None:
-        if num_steps < 1:
-            raise ValueError(f"num_steps must be >= 1, got {num_steps}")
+        super().__init__(num_steps)
         self.schedule = schedule or LogLinearSchedule()
-        self.num_steps = num_steps
-
-    def timesteps(self, device: torch.device | str | None = None) -> Tensor:
-        """(num_steps + 1,) times from 1 down to 0."""
-        return torch.linspace(1.0, 0.0, self.num_steps + 1, device=device)
 
     def step(self, log_p_x0: Tensor, xt: Tensor, t: float, s: float, mask_id: int,
              generator: torch.Generator | None = None) -> Tensor:

@@ -1,6 +1,6 @@
-"""Tokenizers: one protocol (`base.Tokenizer`); nucleotide tokenizers own the complement map."""
+"""The tokenizer protocol every part of seqdiff codes against. Tokenizers live with their domain:
+`seqdiff.dna.tokenizer`, `seqdiff.tables.tokenizer`, `seqdiff.code.tokenizer`."""
 
-from seqdiff.tokenizers.base import NucleotideTokenizerProtocol, Tokenizer
-from seqdiff.tokenizers.nucleotide import KmerTokenizer, NucleotideTokenizer
+from seqdiff.tokenizers.base import Tokenizer
 
-__all__ = ["Tokenizer", "NucleotideTokenizerProtocol", "NucleotideTokenizer", "KmerTokenizer"]
+__all__ = ["Tokenizer"]

@@ -5,9 +5,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
-import numpy as np
-import torch
-
 # Names of the special tokens, shared by every tokenizer so configs never hard-code ids.
 PAD, MASK, BOS, EOS, UNK = "[PAD]", "[MASK]", "[BOS]", "[EOS]", "[UNK]"
 SPECIAL_TOKENS = (PAD, MASK, BOS, EOS, UNK)
@@ -30,14 +27,3 @@ class Tokenizer(Protocol):
         """`{"_target_": "dotted.Class", **kwargs}`; `hydra.utils.instantiate` rebuilds an identical tokenizer."""
         ...
 
-
-@runtime_checkable
-class NucleotideTokenizerProtocol(Tokenizer, Protocol):
-    """A DNA tokenizer: fixed bases per token and a complement map over the whole vocabulary."""
-
-    bases_per_token: int
-    complement_ids: torch.Tensor  # LongTensor[V]: token -> complement token; specials -> themselves
-
-    def reverse_complement(self, ids: torch.Tensor) -> torch.Tensor: ...
-
-    def encode_bytes(self, seq: np.ndarray) -> np.ndarray: ...

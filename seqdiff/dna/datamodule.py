@@ -1,0 +1,153 @@
+"""`GenomeDataModule`: `hydra.utils.instantiate(cfg.data, tokenizer=tok)` -> batches `{"x0": LongTensor[B, L]}`."""
+
+from __future__ import annotations
+
+import os
+
+import lightning as L
+import numpy as np
+from torch.utils.data import DataLoader
+
+from seqdiff.dna.fetch import genome_files
+from seqdiff.dna.genome import SPLITS, Genome, Region, bed_splits, fraction_splits
+from seqdiff.dna.windows import EpochSampler, EvalWindows, TrainWindows
+
+
+class GenomeDataModule(L.LightningDataModule):
+    """Windows of a catalogued genome (or of `fasta`, with `bed` splits or fraction splits).
+
+    `window` is in bases; `.window` is tokens per example (window // tokenizer.bases_per_token), and each
+    example covers `.window_bases` = `.window * bases_per_token` bases (whole k-mers, so RC augmentation is exact).
+    Splits: a BED with a split column (`bed`, or the catalogue's) or, without one, per chromosome
+    train | gap | valid | gap | test with `valid_frac`, `test_frac`, `gap` (bp).
+    """
+
+    def __init__(
+        self,
+        tokenizer,
+        genome: str | None = "grch37_chr20",
+        root: str | os.PathLike = "genomes",
+        fasta: str | os.PathLike | None = None,
+        bed: str | os.PathLike | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        window: int = 512,
+        batch_size: int = 16,
+        num_workers: int = 0,
+        valid_frac: float = 0.05,
+        test_frac: float = 0.05,
+        gap: int = 100_000,
+        rc_augment: bool = True,
+        max_n_frac: float = 0.5,
+        train_windows_per_epoch: int = 50_000,
+        max_eval_windows: int | None = 1024,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if window < tokenizer.bases_per_token:
+            raise ValueError(f"window {window} bp is shorter than one token ({tokenizer.bases_per_token} bp)")
+        if genome is None and fasta is None:
+            raise ValueError("give a catalogued `genome` name or a `fasta` path")
+        self.tokenizer = tokenizer
+        self.window = window // tokenizer.bases_per_token  # tokens per example
+        self.window_bases = (
+            self.window * tokenizer.bases_per_token
+        )  # whole k-mers only (512 bp, k=3 -> 510 bp)
+        self.genome_name, self.root, self.fasta, self.bed, self.cache_dir = (
+            genome,
+            root,
+            fasta,
+            bed,
+            cache_dir,
+        )
+        self.batch_size, self.num_workers = batch_size, num_workers
+        self.valid_frac, self.test_frac, self.gap = valid_frac, test_frac, gap
+        self.rc_augment, self.max_n_frac, self.seed = rc_augment, max_n_frac, seed
+        self.train_windows_per_epoch, self.max_eval_windows = train_windows_per_epoch, max_eval_windows
+        self.genome: Genome | None = None
+        self.splits: dict[str, list[Region]] = {}
+        self.datasets: dict = {}
+
+    # ------------------------------------------------------------ genome and splits
+
+    def load(self) -> None:
+        """Open the genome (building its byte cache once) and compute the splits; idempotent."""
+        if self.genome is not None:
+            return
+        fasta, bed = self.fasta, self.bed
+        if fasta is None:
+            files = genome_files(self.genome_name, self.root)
+            fasta, bed = files.fasta, bed or files.bed
+        self.genome = Genome(fasta, self.cache_dir)
+        if bed is not None:
+            self.splits = bed_splits(bed, self.genome.lengths)
+        else:
+            self.splits = fraction_splits(self.genome.lengths, self.valid_frac, self.test_frac, self.gap)
+
+    def split_arrays(self, split: str) -> list[np.ndarray]:
+        """Raw upper-case uint8 sequences of a split's regions (e.g. to fit a Markov baseline on train)."""
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        self.load()
+        return self.genome.region_arrays(self.splits[split])
+
+    def prepare_data(self) -> None:
+        # Lightning runs this on local rank 0 before setup() on every rank: the byte cache is built once per
+        # node instead of by every DDP rank at once into the same files.
+        self.load()
+
+    def setup(self, stage: str | None = None) -> None:
+        self.load()
+        w = self.window_bases
+        if stage in (None, "fit") and "train" not in self.datasets:
+            self.datasets["train"] = TrainWindows(
+                self.genome,
+                self.splits["train"],
+                w,
+                self.tokenizer,
+                self.train_windows_per_epoch,
+                self.max_n_frac,
+                self.seed,
+                self.rc_augment,
+            )
+        for split, stages in (("valid", (None, "fit", "validate")), ("test", (None, "test"))):
+            if stage in stages and split not in self.datasets:
+                self.datasets[split] = EvalWindows(
+                    self.genome,
+                    self.splits[split],
+                    w,
+                    self.tokenizer,
+                    self.max_n_frac,
+                    self.max_eval_windows,
+                    split,
+                )
+
+    # ------------------------------------------------------------ loaders
+
+    def _loader(self, split: str, **kw) -> DataLoader:
+        if split not in self.datasets:
+            self.setup({"train": "fit", "valid": "validate", "test": "test"}[split])
+        return DataLoader(
+            self.datasets[split],
+            batch_size=self.batch_size,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            **kw,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        # Lightning calls sampler.set_epoch(epoch) at each epoch start: new, reproducible windows per epoch.
+        # Exact resume: Lightning restores its loop counters before it asks for this loader, so
+        # start at the restored epoch, after the batches every rank already trained on.
+        epoch = skip = 0
+        if self.trainer is not None:
+            epoch = self.trainer.current_epoch
+            done = self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
+            skip = done * self.batch_size * self.trainer.world_size
+        sampler = EpochSampler(self.train_windows_per_epoch, epoch=epoch, skip=skip)
+        return self._loader("train", sampler=sampler, drop_last=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("valid")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test")

@@ -1,0 +1,194 @@
+"""The evaluation protocol (as Caduceus): per seed, carve a stratified validation set from train, train,
+pick the epoch with the best validation accuracy, evaluate that epoch on test once; report mean +/- std.
+
+Methods are small objects built from config (`_target_`), each with `run(task, seed, ctx) -> metrics`:
+`DenoiserMethod` (a seqdiff backbone from a checkpoint or from scratch, fine-tuned or frozen),
+`CNNMethod` and `KmerLRMethod` (baselines).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import re
+import shutil
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
+
+from seqdiff.dna.downstream.classifier import SequenceClassifier
+from seqdiff.dna.downstream.data import carve_validation, encode_sequences, loader
+from seqdiff.dna.downstream.encoders import BackboneEncoder, CNNEncoder, MemoizedEncoder
+from seqdiff.dna.downstream.metrics import METRICS, score
+from seqdiff.dna.downstream.tasks import Task
+
+log = logging.getLogger("seqdiff.downstream")
+
+
+@dataclass
+class Context:
+    """What every method shares within one run."""
+
+    tokenizer: Any  # the task's tokenizer (a checkpoint's must equal it)
+    trainer: Any  # lightning.Trainer config (DictConfig / dict with _target_)
+    batch_size: int = 64
+    val_fraction: float = 0.1
+    long_sequences: str = "truncate"  # truncate | tile | error (sequences longer than a model's window)
+    run_dir: Path = Path("outputs/finetune")
+    keep_checkpoints: bool = True
+
+
+def _split(task: Task, seed: int, val_fraction: float):
+    y = task.label_ids(task.train_labels)
+    tr, va = carve_validation(y, val_fraction, seed)
+    xs = task.train_sequences
+    return ([xs[i] for i in tr], [y[i] for i in tr]), ([xs[i] for i in va], [y[i] for i in va]), \
+        (task.test_sequences, task.label_ids(task.test_labels))
+
+
+def fit_and_test(module: SequenceClassifier, task: Task, seed: int, ctx: Context, window: int | None,
+                 name: str, max_epochs: int | None = None) -> dict[str, float]:
+    """Train `module` with the protocol; returns test metrics of the best-validation epoch.
+
+    max_epochs (a method's own budget) overrides the shared trainer config's."""
+    train, val, test = _split(task, seed, ctx.val_fraction)
+    pad = ctx.tokenizer.pad_id
+    enc = {part: encode_sequences(data[0], ctx.tokenizer, window, ctx.long_sequences, f"{task.name} {part}")
+           for part, data in (("train", train), ("val", val), ("test", test))}
+    out_dir = ctx.run_dir / name / f"seed{seed}"
+    ckpt = ModelCheckpoint(dirpath=out_dir / "checkpoints", filename="epoch{epoch}", auto_insert_metric_name=False,
+                           monitor="val/acc", mode="max", save_top_k=1, save_weights_only=True)
+    extra = {} if max_epochs is None else {"max_epochs": max_epochs}
+    trainer: L.Trainer = instantiate(ctx.trainer, callbacks=[ckpt], logger=CSVLogger(out_dir, name="logs", version=""),
+                                     **extra)
+    trainer.fit(module, loader(enc["train"], train[1], pad, ctx.batch_size, True, seed),
+                loader(enc["val"], val[1], pad, ctx.batch_size, False))
+    best = ckpt.best_model_path
+    if not best:
+        raise RuntimeError(f"{name} seed {seed}: no validation epoch completed")
+    result = trainer.test(module, loader(enc["test"], test[1], pad, ctx.batch_size, False), ckpt_path=best,
+                          verbose=False)[0]
+    metrics = {k.removeprefix("test/"): float(v) for k, v in result.items() if k.removeprefix("test/") in METRICS}
+    metrics.update(best_epoch=int(re.search(r"epoch(\d+)", Path(best).name).group(1)),
+                   val_acc=float(ckpt.best_model_score), epochs=trainer.current_epoch)
+    if not ctx.keep_checkpoints:
+        shutil.rmtree(out_dir, ignore_errors=True)
+    else:
+        metrics["checkpoint"] = best  # type: ignore[assignment]
+    return metrics
+
+
+class DenoiserMethod:
+    """A seqdiff denoiser + pooled linear head. checkpoint=None trains the same architecture from scratch:
+    the architecture of `architecture_from` (a checkpoint path) if given, else `model` with `window`."""
+
+    def __init__(self, checkpoint: str | None = None, freeze: bool = False, lr: float = 3e-4,
+                 weight_decay: float = 0.01, dropout: float = 0.1, pool: str = "mean",
+                 architecture_from: str | None = None, model: Any = None, window: int = 512,
+                 max_epochs: int | None = None) -> None:
+        self.checkpoint, self.freeze, self.pool, self.max_epochs = checkpoint, freeze, pool, max_epochs
+        self.hparams = {"lr": lr, "weight_decay": weight_decay, "dropout": dropout}
+        self.architecture_from, self.model, self.window = architecture_from, model, window
+        self._loaded = None
+        self._probe_encoder: MemoizedEncoder | None = None  # shared by seeds: frozen features never change
+
+    def _load(self, path: str, tokenizer: Any, task: Task):
+        import seqdiff
+        from seqdiff.checkpoint import check_tokenizer
+
+        loaded = seqdiff.load(path)
+        check_tokenizer(loaded, tokenizer, f"task {task.name} (set tokenizer=... to the checkpoint's)")
+        return loaded
+
+    def backbone(self, task: Task, ctx: Context) -> torch.nn.Module:
+        if self.checkpoint:
+            if self._loaded is None:
+                self._loaded = self._load(self.checkpoint, ctx.tokenizer, task)
+                log.info("pretrained %s from %s (window %d tokens)", type(self._loaded.backbone).__name__,
+                         self.checkpoint, self._loaded.window)
+            return copy.deepcopy(self._loaded.backbone)  # a fresh copy per seed
+        from seqdiff.train import build_backbone
+
+        if self.architecture_from:
+            arch = self._load(self.architecture_from, ctx.tokenizer, task)
+            return build_backbone(arch.config["model"], ctx.tokenizer, arch.window)[0]
+        if self.model is None:
+            raise ValueError("checkpoint=null needs a model config (model=transformer, ...) to train from scratch")
+        return build_backbone(self.model, ctx.tokenizer, self.window)[0]
+
+    def run(self, task: Task, seed: int, ctx: Context, name: str = "denoiser") -> dict[str, float]:
+        L.seed_everything(seed, workers=True)  # before building: a scratch backbone's init depends on it
+        if self.freeze and self.checkpoint and self._probe_encoder is not None:
+            encoder = self._probe_encoder
+        else:
+            encoder = BackboneEncoder(self.backbone(task, ctx), ctx.tokenizer.pad_id, self.pool)
+            if self.freeze:
+                encoder = MemoizedEncoder(encoder)
+                self._probe_encoder = encoder if self.checkpoint else None
+        module = SequenceClassifier(encoder, task.num_classes, ctx.tokenizer.pad_id, self.freeze, **self.hparams)
+        window = encoder.encoder.window if isinstance(encoder, MemoizedEncoder) else encoder.window
+        return fit_and_test(module, task, seed, ctx, window, name, self.max_epochs)
+
+
+class CNNMethod:
+    """The small CNN baseline on the task tokenizer's ids (no window: convolutions take any length)."""
+
+    def __init__(self, channels: int = 128, kernel_size: int = 9, n_layers: int = 3, pool: str = "max",
+                 lr: float = 1e-3, weight_decay: float = 0.01, dropout: float = 0.1,
+                 max_epochs: int | None = None) -> None:
+        self.max_epochs = max_epochs
+        self.arch = {"channels": channels, "kernel_size": kernel_size, "n_layers": n_layers, "pool": pool}
+        self.hparams = {"lr": lr, "weight_decay": weight_decay, "dropout": dropout}
+
+    def run(self, task: Task, seed: int, ctx: Context, name: str = "cnn") -> dict[str, float]:
+        L.seed_everything(seed, workers=True)
+        tok = ctx.tokenizer
+        encoder = CNNEncoder(tok.vocab_size, tok.pad_id, **self.arch)
+        module = SequenceClassifier(encoder, task.num_classes, tok.pad_id, False, **self.hparams)
+        return fit_and_test(module, task, seed, ctx, None, name, self.max_epochs)
+
+
+class KmerLRMethod:
+    """k-mer (1..k_max) frequencies + logistic regression; C picked on the validation set."""
+
+    def __init__(self, k_max: int = 6, Cs: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0)) -> None:
+        self.k_max, self.Cs = k_max, tuple(Cs)
+
+    def run(self, task: Task, seed: int, ctx: Context, name: str = "kmer_lr") -> dict[str, float]:
+        from seqdiff.dna.downstream.baselines import fit_kmer_lr, predict_proba
+
+        train, val, test = _split(task, seed, ctx.val_fraction)
+        pipe, C, val_acc = fit_kmer_lr(train, val, self.k_max, self.Cs, seed)
+        metrics = score(predict_proba(pipe, test[0], task.num_classes), np.asarray(test[1]))
+        metrics.update(C=C, val_acc=val_acc)
+        return metrics
+
+
+def run_seeds(method, task: Task, seeds: list[int], ctx: Context, name: str) -> dict:
+    """Run `method` once per seed; {"per_seed": [...], "mean": {...}, "std": {...}} over METRICS."""
+    per_seed = []
+    for seed in seeds:
+        m = method.run(task, seed, ctx, name=name)
+        log.info("%s seed %d: %s", name, seed, {k: round(v, 4) if isinstance(v, float) else v for k, v in m.items()})
+        per_seed.append({"seed": seed, **m})
+    return {"per_seed": per_seed, **summarize(per_seed)}
+
+
+def summarize(per_seed: list[dict]) -> dict:
+    """Mean and sample std (0 for a single seed) of every metric over seeds."""
+    mean, std = {}, {}
+    for k in METRICS:
+        vals = [r[k] for r in per_seed if k in r and not math.isnan(r[k])]
+        if vals:
+            mean[k] = statistics.fmean(vals)
+            std[k] = statistics.stdev(vals) if len(vals) > 1 else 0.0
+    return {"mean": mean, "std": std, "n_seeds": len(per_seed)}

@@ -8,20 +8,21 @@ import logging
 import sys
 
 import hydra
-import torch
 from omegaconf import DictConfig
 
 from seqdiff.checkpoint import load
 from seqdiff.cli import run_cli
 from seqdiff.data.code import read_source
+from seqdiff.device import make_generator, resolve_device
 from seqdiff.sampling.infill import infill_lines, parse_line_range, split_lines
 
 
 def infill_file(cfg: DictConfig) -> str:
     first, last = parse_line_range(cfg.lines)
     hole = split_lines(read_source(cfg.file), first, last)  # errors before the (slow) checkpoint load
-    model = load(cfg.checkpoint)
-    gen = torch.Generator().manual_seed(int(cfg.seed))
+    device = resolve_device(cfg.device)
+    model = load(cfg.checkpoint, device=device)
+    gen = make_generator(int(cfg.seed), device)
     out = infill_lines(model.backbone, model.tokenizer, model.objective, hole, cfg.mode, cfg.budget_per_line,
                        generator=gen)
     r = out.result

@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
 from seqdiff.checkpoint import load as load_model
+from seqdiff.device import make_generator, resolve_device
 from seqdiff.diffusion.objective import mdlm_nelbo
 from seqdiff.evaluation.design import gc_content
 from seqdiff.io import atomic_write
@@ -38,17 +39,19 @@ def nelbo_bits_per_base(backbone: nn.Module, tokens: Tensor, schedule: Schedule,
     `timestep_samples` antithetic draws of t per window; a short last window is padded and the pad ignored."""
     B, L = tokens.shape
     W = int(getattr(backbone, "max_len", L))
-    nats, counted = torch.zeros(B, dtype=torch.float64), torch.zeros(B, dtype=torch.float64)
+    nats = torch.zeros(B, dtype=torch.float64, device=tokens.device)
+    counted = torch.zeros(B, dtype=torch.float64, device=tokens.device)
     for a in range(0, L, W):
         x0 = tokens[:, a : a + W]
         if x0.shape[1] < W:
-            x0 = torch.cat([x0, torch.full((B, W - x0.shape[1]), pad_id, dtype=x0.dtype)], dim=1)
+            x0 = torch.cat([x0, x0.new_full((B, W - x0.shape[1]), pad_id)], dim=1)
         keep = x0 != pad_id
-        t_all = sample_t(B * timestep_samples, generator=generator, antithetic=True, eps=schedule.eps)
+        t_all = sample_t(B * timestep_samples, generator=generator, antithetic=True, eps=schedule.eps,
+                         device=tokens.device)
         for t in t_all.view(timestep_samples, B):
             nats += mdlm_nelbo(backbone, x0, schedule, t, mask_id, keep, generator=generator).sum(-1).double()
         counted += keep.sum(-1).double() * timestep_samples
-    return (nats / counted / LN2 / bases_per_token).float()
+    return (nats / counted / LN2 / bases_per_token).float().cpu()
 
 
 def compile_design(cfg: DictConfig, generator: torch.Generator | None = None) -> CompiledDesign:
@@ -62,9 +65,10 @@ def compile_design(cfg: DictConfig, generator: torch.Generator | None = None) ->
 def design(cfg: DictConfig) -> dict:
     if int(cfg.num_samples) <= 0 or int(cfg.batch_size) <= 0:
         raise ValueError(f"num_samples and batch_size must be positive, got {cfg.num_samples}, {cfg.batch_size}")
-    g = torch.Generator().manual_seed(int(cfg.seed))
+    device = resolve_device(cfg.device)
+    g = make_generator(int(cfg.seed), device)  # on the model's device: every draw happens there
     first = compile_design(cfg, g)  # every contradiction surfaces here, before loading the model
-    model = load_model(cfg.checkpoint)
+    model = load_model(cfg.checkpoint, device=device)
     if model.objective != "mdlm":
         raise ValueError(f"{cfg.checkpoint} is an '{model.objective}' model; design needs a diffusion model")
     tok = model.tokenizer

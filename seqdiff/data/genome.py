@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from seqdiff.io import atomic_write
+
 SPLITS = ("train", "valid", "test")
 N_BYTE = ord("N")
 _VALID = b"ACGTNRYSWKMBDHVacgtnryswkmbdhv"
@@ -78,6 +80,12 @@ class Genome:
         return f"Genome({self.fasta}, {len(self.lengths)} sequences, {sum(self.lengths.values()):,} bp)"
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _safe(chrom: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", chrom)
 
@@ -97,9 +105,10 @@ def _ensure_cache(fasta: Path, cache_dir: Path, progress: bool) -> dict[str, int
             return meta["lengths"]
     cache_dir.mkdir(parents=True, exist_ok=True)
     lengths = _build_cache(fasta, cache_dir, progress)
-    tmp = index.with_name("index.json.tmp")
-    tmp.write_text(json.dumps({"key": key, "lengths": lengths}, indent=1))
-    os.replace(tmp, index)  # index written last: a crash mid-build leaves no valid-looking cache
+    # index written last: a crash mid-build leaves no valid-looking cache. Per-process temporary names
+    # (atomic_write), so processes sharing a cache directory never write or delete each other's files.
+    with atomic_write(index) as f:
+        f.write(json.dumps({"key": key, "lengths": lengths}, indent=1))
     return lengths
 
 
@@ -125,15 +134,16 @@ def _numbered_lines(f, fasta: Path):
 
 
 def _build_cache(fasta: Path, cache_dir: Path, progress: bool) -> dict[str, int]:
+    temps: list[Path] = []
     try:
-        return _build_cache_files(fasta, cache_dir, progress)
-    except BaseException:  # reliability (issue 8): leave no partial per-record temp file behind
-        for tmp in cache_dir.glob("*.u8.tmp"):
+        return _build_cache_files(fasta, cache_dir, progress, temps)
+    except BaseException:  # reliability (issue 8): leave no partial per-record temp file behind, but only
+        for tmp in temps:  # this process's own (issue 15: several nodes may build into one shared directory)
             tmp.unlink(missing_ok=True)
         raise
 
 
-def _build_cache_files(fasta: Path, cache_dir: Path, progress: bool) -> dict[str, int]:
+def _build_cache_files(fasta: Path, cache_dir: Path, progress: bool, temps: list[Path]) -> dict[str, int]:
     lengths: dict[str, int] = {}
     opener = gzip.open if fasta.suffix == ".gz" else open
     out, chrom, header_line = None, None, 0
@@ -144,7 +154,8 @@ def _build_cache_files(fasta: Path, cache_dir: Path, progress: bool) -> dict[str
         out.close()
         if lengths[chrom] == 0:
             raise ValueError(f"{fasta}:{header_line}: header >{chrom} has no sequence")
-        os.replace(out.name, cache_dir / f"{_safe(chrom)}.u8")
+        os.chmod(temps[-1], 0o666 & ~_umask())  # mkstemp makes 0600 files; the cache may be shared
+        os.replace(temps[-1], cache_dir / f"{_safe(chrom)}.u8")
 
     with (
         opener(fasta, "rb") as f,
@@ -168,7 +179,9 @@ def _build_cache_files(fasta: Path, cache_dir: Path, progress: bool) -> dict[str
                 if chrom in lengths:
                     raise ValueError(f"{fasta}:{lineno}: duplicate sequence name {chrom!r}")
                 lengths[chrom] = 0
-                out = open(cache_dir / f"{_safe(chrom)}.u8.tmp", "wb")
+                fd, tmp = tempfile.mkstemp(prefix=f".{_safe(chrom)}.u8.", suffix=".tmp", dir=cache_dir)
+                temps.append(Path(tmp))
+                out = os.fdopen(fd, "wb")
                 continue
             line = line.strip()
             if not line:

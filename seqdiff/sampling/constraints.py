@@ -79,8 +79,16 @@ def special_ids(tokenizer) -> list[int]:
 
 
 def no_special_tokens(tokenizer, length: int, vocab_size: int | None = None) -> Constraints:
-    """Free constraints that forbid special tokens everywhere: generated DNA is only bases, never [PAD] etc."""
+    """Free constraints that forbid special tokens everywhere: generated DNA is only bases, never [PAD] etc.
+
+    For a k-mer tokenizer the short tail tokens (fewer than k bases, which only end a sequence whose length is
+    not a multiple of k) are forbidden too: one in the middle would shift every later base. A requested length
+    that is not a multiple of k is generated as whole k-mers and cut after decoding."""
     V = vocab_size or tokenizer.vocab_size
     allowed = torch.ones(length, V, dtype=torch.bool)
     allowed[:, special_ids(tokenizer)] = False
+    bases = getattr(tokenizer, "token_bases", None)
+    if bases is not None:
+        short = (bases[:V] < getattr(tokenizer, "bases_per_token", 1)).nonzero().flatten()
+        allowed[:, short] = False
     return Constraints(torch.full((length,), -1, dtype=torch.long), allowed)

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
+from seqdiff.device import multinomial
 from seqdiff.sampling.constraints import Constraints
 from seqdiff.sampling.loop import denoise
 
@@ -154,7 +155,7 @@ def infill_autoregressive(
         logits = logits.masked_fill(~allowed, -torch.inf)
         if temperature > 0:
             probs = (logits / temperature).softmax(-1)
-            nxt = int(torch.multinomial(probs, 1, generator=generator))
+            nxt = int(multinomial(probs, 1, generator))
         else:
             nxt = int(logits.argmax())
         generated.append(nxt)

@@ -97,7 +97,8 @@ def clip_sharded_grad_norm(trainer: Any, max_norm: float | None, algorithm: Any)
 
     Elsewhere (one device, DDP, or clipping by value) returns False and Lightning's own clipping applies."""
     root = fsdp_root(trainer)
-    if root is None or not max_norm or str(getattr(algorithm, "value", algorithm)) != "norm":
+    algorithm = "norm" if algorithm is None else str(getattr(algorithm, "value", algorithm)).lower()
+    if root is None or not max_norm or algorithm != "norm":  # None means norm, as in Lightning's clip_gradients
         return False
     root.clip_grad_norm_(float(max_norm))  # all-reduces the squared shard norms: the true total norm
     return True

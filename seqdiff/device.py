@@ -71,3 +71,37 @@ def multinomial(probs: Tensor, num_samples: int, generator: torch.Generator | No
     if generator is None or generator.device == probs.device:
         return torch.multinomial(probs, num_samples, generator=generator)
     return torch.multinomial(probs.to(generator.device), num_samples, generator=generator).to(probs.device)
+
+
+def kernel_report(head_dim: int = 32) -> dict[str, object]:
+    """What a GPU run will use: `python -m seqdiff.device` (docs/reliability.md, first GPU run).
+
+    flash_attention: whether SDPA's flash kernel runs for bf16 (B, H, L, head_dim) attention here, probed by
+    forcing that one backend (it raises where flash cannot run); 32 is the default model's head size.
+    selective_scan / causal_conv1d: whether mamba-ssm's compiled scan and causal-conv1d's kernel load (else the
+    Caduceus backbones use the pure-PyTorch scan and nn.Conv1d)."""
+    from seqdiff.backbones.mamba import _cuda_causal_conv1d, _cuda_selective_scan
+
+    report: dict[str, object] = {"torch": torch.__version__, "cuda": torch.cuda.is_available()}
+    if not torch.cuda.is_available():
+        return report | {"flash_attention": False, "selective_scan": False, "causal_conv1d": False}
+    report |= {"device": torch.cuda.get_device_name(), "capability": torch.cuda.get_device_capability(),
+               "bf16": torch.cuda.is_bf16_supported()}
+    try:
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        q = torch.randn(1, 2, 64, head_dim, device="cuda", dtype=torch.bfloat16)
+        with sdpa_kernel([SDPBackend.FLASH_ATTENTION]):
+            torch.nn.functional.scaled_dot_product_attention(q, q, q)
+        report["flash_attention"] = True
+    except RuntimeError as e:
+        report["flash_attention"] = f"no: {str(e).splitlines()[0]}"
+    report["selective_scan"] = _cuda_selective_scan() is not None
+    report["causal_conv1d"] = _cuda_causal_conv1d() is not None
+    return report
+
+
+if __name__ == "__main__":
+    import json
+
+    print(json.dumps(kernel_report(), default=str, indent=1))

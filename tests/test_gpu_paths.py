@@ -232,3 +232,11 @@ def test_guard_skips_on_the_device_without_host_syncs(action, monkeypatch):
         with pytest.raises(NonFiniteLossError, match="non-finite loss .* at step 7; the update was not applied"):
             guard.on_train_batch_start(trainer, model, None, 0)
         assert saved == ["/tmp/x/checkpoints/last.ckpt"]
+
+
+def test_kernel_report_runs_without_cuda(monkeypatch):
+    from seqdiff.device import kernel_report
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert kernel_report() == {"torch": torch.__version__, "cuda": False, "flash_attention": False,
+                               "selective_scan": False, "causal_conv1d": False}

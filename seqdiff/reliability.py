@@ -113,7 +113,9 @@ class NonFiniteGuard(L.Callback):
         self._last_loss = loss.detach()
 
     def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: Any) -> None:
-        loss_ok = self._loss_ok if self._loss_ok is not None else torch.ones((), dtype=torch.bool)
+        loss_ok = self._loss_ok
+        if loss_ok is None:  # no backward ran (cannot happen in Lightning's loop): nothing to object to
+            loss_ok = torch.ones((), dtype=torch.bool, device=pl_module.device)
         self._loss_ok = None
         scaler = getattr(trainer.precision_plugin, "scaler", None)
         grads = [p.grad for p in pl_module.parameters() if p.grad is not None]

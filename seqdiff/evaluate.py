@@ -12,6 +12,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 import seqdiff
+from seqdiff.device import resolve_device
 from seqdiff.evaluation.likelihood import evaluate_likelihood
 from seqdiff.io import atomic_write
 
@@ -23,18 +24,31 @@ def _x0_batches(loader) -> Iterator[torch.Tensor]:
         yield batch["x0"] if isinstance(batch, dict) else batch
 
 
+def equal_length_batches(lengths: list[int], indices: list[int], batch_size: int) -> list[list[int]]:
+    """Batches of `indices` (in order) whose windows all have the same token length."""
+    groups: dict[int, list[int]] = {}
+    for n, i in zip(lengths, indices, strict=True):
+        groups.setdefault(n, []).append(i)
+    return [g[a : a + batch_size] for g in groups.values() for a in range(0, len(g), batch_size)]
+
+
 def evaluate(cfg: DictConfig) -> dict:
-    model = seqdiff.load(cfg.checkpoint)
+    device = resolve_device(cfg.device)
+    model = seqdiff.load(cfg.checkpoint, device=device)
     tok = model.tokenizer
     if cfg.fasta is not None:
         # The reader comes from the config (a DNA one by default), so this module needs no domain import.
         dataset = instantiate(cfg.fasta_windows)(cfg.fasta, tok, model.window * getattr(tok, "bases_per_token", 1))
         if len(dataset) == 0:
             raise ValueError(f"{cfg.fasta}: no window of {model.window} tokens that is not mostly N")
+        if int(cfg.batch_size) <= 0:
+            raise ValueError(f"batch_size must be a positive integer, got {cfg.batch_size}")
+        keep = list(range(len(dataset)))
         if cfg.max_windows and len(dataset) > cfg.max_windows:  # spread evenly over the file
             keep = torch.linspace(0, len(dataset) - 1, int(cfg.max_windows)).long().tolist()
-            dataset = torch.utils.data.Subset(dataset, keep)
-        loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.batch_size, shuffle=False)
+        # Windows are not padded (a record's last one is shorter): batch windows of equal length together.
+        loader = torch.utils.data.DataLoader(dataset, batch_sampler=equal_length_batches(
+            [dataset.token_lengths()[i] for i in keep], keep, int(cfg.batch_size)))
         source = str(cfg.fasta)
     else:
         if cfg.split not in ("test", "valid"):
@@ -45,7 +59,7 @@ def evaluate(cfg: DictConfig) -> dict:
         source = f"{model.config['data'].get('genome', 'data')}:{cfg.split}"
     res = evaluate_likelihood(model.backbone, tok, _x0_batches(loader), objective=model.objective,
                               schedule=model.schedule, timestep_samples=int(cfg.timestep_samples),
-                              seed=int(cfg.seed))
+                              seed=int(cfg.seed), device=device)
     out = {"bits_per_base": res.bits_per_base, "stderr": res.stderr, "bits_per_token": res.bits_per_token,
            "tokens": res.tokens, "windows": res.windows, "timestep_samples": res.timestep_samples,
            "objective": model.objective, "source": source, "checkpoint": str(cfg.checkpoint)}

@@ -92,6 +92,14 @@ def write_array(path: str | Path, array: Any) -> None:
         array.tofile(f)
 
 
+def write_npz(path: str | Path, **arrays: Any) -> None:
+    """Named numpy arrays as an uncompressed `.npz` (`np.savez`), read back with `np.load(path)`."""
+    import numpy as np
+
+    with atomic_write(path, "wb") as f:
+        np.savez(f, **arrays)
+
+
 def savefig(fig: Any, path: str | Path, **kwargs: Any) -> None:
     """A matplotlib figure; the format comes from the file suffix unless `format=` is given."""
     kwargs.setdefault("format", Path(path).suffix.lstrip(".") or None)

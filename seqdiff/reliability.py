@@ -74,33 +74,80 @@ class NonFiniteGuard(L.Callback):
         self.skipped = 0  # total skipped updates (saved in checkpoints)
         self._consecutive = 0
         self._loss_ok: torch.Tensor | None = None  # AND over the micro-batches of one optimizer step
-        self._last_loss = float("nan")
+        self._last_loss: Any = float("nan")
+        self._pending: list[tuple] = []  # (step, flags, cuda event | None, loss) the optimizer skipped on device
 
     # ---- detection ------------------------------------------------------------------------------------------
+    # No host sync per step. The flags stay on the device and are combined over ranks with an
+    # all-reduce (max); the host reads them only when it must act. With an optimizer that can skip a step on
+    # the device (fused Adam/AdamW, as configure_optimizers builds on CUDA: the `found_inf` input torch's
+    # GradScaler uses), the decision is handed to the optimizer and the host reads the flags one batch later,
+    # from a non-blocking copy that has long landed: the bad update is still never applied, and "stop" then
+    # saves that (unchanged) state. Otherwise (CPU's foreach AdamW, or an fp16 grad scaler) the host decides
+    # before the step, which on CPU costs nothing.
     def on_before_backward(self, trainer: L.Trainer, pl_module: L.LightningModule, loss: torch.Tensor) -> None:
         ok = torch.isfinite(loss.detach()).all()
         self._loss_ok = ok if self._loss_ok is None else self._loss_ok & ok
         self._last_loss = loss.detach()
 
     def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: Any) -> None:
-        ok = self._loss_ok if self._loss_ok is not None else torch.tensor(True)
+        loss_ok = self._loss_ok
+        if loss_ok is None:  # no backward ran (cannot happen in Lightning's loop): nothing to object to
+            loss_ok = torch.ones((), dtype=torch.bool, device=pl_module.device)
         self._loss_ok = None
+        scaler = getattr(trainer.precision_plugin, "scaler", None)
         grads = [p.grad for p in pl_module.parameters() if p.grad is not None]
-        grads_ok = torch.tensor(True, device=ok.device)
-        if self.check_grads and grads and getattr(trainer.precision_plugin, "scaler", None) is None:
-            grads_ok = torch.isfinite(torch.stack(torch._foreach_norm(grads))).all().to(ok.device)
-        # One decision for all ranks (any rank bad -> all act), so DDP ranks never diverge or deadlock.
-        bad = trainer.strategy.reduce_boolean_decision(not bool(ok & grads_ok), all=False)
-        if not bad:
+        grads_ok = torch.ones((), dtype=torch.bool, device=loss_ok.device)
+        if self.check_grads and grads and scaler is None:
+            grads_ok = torch.isfinite(torch.stack(torch._foreach_norm(grads))).all().to(loss_ok.device)
+        bad = torch.stack([~loss_ok, ~grads_ok]).float()  # (loss bad, gradient bad), on the device
+        if trainer.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
+            # one decision for all ranks (any rank bad -> all act), so DDP ranks never diverge or deadlock
+            torch.distributed.all_reduce(bad, op=torch.distributed.ReduceOp.MAX)
+        opt = getattr(optimizer, "_optimizer", optimizer)  # a LightningOptimizer wraps the torch one
+        if scaler is None and _skips_on_device(opt):
+            opt.found_inf = bad.amax()  # 1.0: the fused kernel leaves weights, moments and step count as they are
+            event = None
+            if bad.is_cuda:
+                flags, event = bad.to("cpu", non_blocking=True), torch.cuda.Event()
+                event.record()
+            else:
+                flags = bad
+            self._pending.append((trainer.global_step, flags, event, self._last_loss))
+            return
+        self._decide(trainer, pl_module, trainer.global_step, bad.tolist(), self._last_loss, applied=False)
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
+                             batch_idx: int) -> None:
+        self._drain(trainer, pl_module)
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._drain(trainer, pl_module)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._drain(trainer, pl_module)
+
+    def _drain(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Act on the flags of steps the optimizer already handled on the device (see above)."""
+        pending, self._pending = self._pending, []
+        for step, flags, event, loss in pending:
+            if event is not None:
+                event.synchronize()  # the copy was queued a whole batch ago: normally already done
+            self._decide(trainer, pl_module, step, flags.tolist(), loss, applied=True)
+
+    def _decide(self, trainer: L.Trainer, pl_module: L.LightningModule, step: int, flags: list[float],
+                last_loss: Any, applied: bool) -> None:
+        """flags = [loss bad, gradient bad]. applied=True: the optimizer has already skipped the update itself."""
+        if not any(flags):
             self._consecutive = 0
             return
-        step = trainer.global_step
-        what = "loss" if not bool(ok) else "gradient"
-        loss = float(self._last_loss) if torch.is_tensor(self._last_loss) else self._last_loss
+        what = "loss" if flags[0] else "gradient"
+        loss = float(last_loss) if torch.is_tensor(last_loss) else last_loss
         self._consecutive += 1
         if self.action == "skip" and self._consecutive <= self.max_consecutive_skips:
-            for p in pl_module.parameters():
-                p.grad = None
+            if not applied:
+                for p in pl_module.parameters():
+                    p.grad = None  # AdamW leaves parameters without a gradient (and their moments) alone
             self.skipped += 1
             log.warning("non-finite %s at step %d (loss=%s): update skipped (%d skipped so far)",
                         what, step, loss, self.skipped)
@@ -109,8 +156,8 @@ class NonFiniteGuard(L.Callback):
         why = (f"{self._consecutive} non-finite updates in a row (max_consecutive_skips="
                f"{self.max_consecutive_skips})" if self.action == "skip" else f"non-finite {what} (loss={loss})")
         raise NonFiniteLossError(
-            f"{why} at step {step}; the update was not applied. Last good state (step {step}) saved to {path}: "
-            "re-run the same command to resume from it, e.g. with a lower objective.lr, or with "
+            f"{why} at step {step}; the update was not applied. Last good state (step {trainer.global_step}) saved "
+            f"to {path}: re-run the same command to resume from it, e.g. with a lower objective.lr, or with "
             "callbacks.nonfinite.action=skip to skip such batches."
         )
 
@@ -146,6 +193,12 @@ class StepSeed(L.Callback):
         k = trainer.fit_loop.total_batch_idx
         state = np.random.SeedSequence([self.seed, trainer.global_rank, k]).generate_state(2, np.uint64)
         torch.manual_seed(int(state[0] >> np.uint64(1)))  # manual_seed takes < 2**63
+
+
+def _skips_on_device(optimizer: Any) -> bool:
+    """Whether `optimizer.found_inf` makes its step a no-op on the device: torch's fused Adam/AdamW."""
+    return isinstance(optimizer, torch.optim.Adam | torch.optim.AdamW) and bool(optimizer.param_groups) and all(
+        g.get("fused") for g in optimizer.param_groups)
 
 
 # ---- config types -----------------------------------------------------------------------------------------------

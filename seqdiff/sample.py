@@ -8,7 +8,6 @@ import math
 import time
 from pathlib import Path
 
-import torch
 from Bio.Seq import Seq
 from Bio.SeqIO import write as write_fasta
 from Bio.SeqRecord import SeqRecord
@@ -16,13 +15,15 @@ from omegaconf import DictConfig
 
 import seqdiff
 from seqdiff import sampling
+from seqdiff.device import make_generator, resolve_device
 from seqdiff.io import atomic_write
 
 log = logging.getLogger("seqdiff.sample")
 
 
 def sample(cfg: DictConfig) -> dict:
-    model = seqdiff.load(cfg.checkpoint)
+    device = resolve_device(cfg.device)
+    model = seqdiff.load(cfg.checkpoint, device=device)
     if model.objective != "mdlm":
         raise ValueError(f"{cfg.checkpoint} is an '{model.objective}' model; scripts/sample.py samples "
                          "diffusion models")
@@ -33,7 +34,7 @@ def sample(cfg: DictConfig) -> dict:
         raise ValueError(f"length and num_samples must be positive, got length={length}, num_samples={cfg.num_samples}")
     n_tokens = math.ceil(length / bpt)
     sampler = sampling.AncestralSampler(model.schedule, num_steps=int(cfg.steps))
-    g = torch.Generator().manual_seed(int(cfg.seed))
+    g = make_generator(int(cfg.seed), device)  # on the model's device: every draw happens there
     records, nfe, t0 = [], 0, time.perf_counter()
     for start in range(0, cfg.num_samples, cfg.batch_size):
         b = min(cfg.batch_size, cfg.num_samples - start)

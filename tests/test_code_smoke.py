@@ -44,7 +44,7 @@ def _train(tmp_path: Path, name: str, extra: list[str]) -> Path:
 
 def _infill(ckpt: Path, mode: str, lines: str = "12-14") -> str:
     cfg = OmegaConf.create({"checkpoint": str(ckpt), "file": str(STDLIB / "bisect.py"), "lines": lines,
-                            "mode": mode, "budget_per_line": 8, "seed": 0, "show": "file"})
+                            "mode": mode, "budget_per_line": 8, "seed": 0, "show": "file", "device": "cpu"})
     return infill_file(cfg)
 
 

@@ -196,13 +196,14 @@ def test_bed_split_datamodule_and_split_arrays(fasta):
     assert len(dm.datasets["valid"]) == 40000 // 600
 
 
-def test_fasta_windows_pads_last_tile(tmp_path):
+def test_fasta_windows_keep_last_tile_unpadded(tmp_path):
     path = write(tmp_path / "any.fa", ">a\n" + "ACGT" * 25 + "\n>b\nNNNNNNNNNN\n>c\nacg\n")
     ds = fasta_windows(path, KMER, window=60)
-    assert len(ds) == 3  # a: 60 + 40 (padded); b skipped (all N); c: 3 bases
-    x = ds[1]["x0"]
-    assert x.shape == (20,) and (x[14:] == KMER.pad_id).all() and KMER.decode(x[:14]) == ("ACGT" * 25)[60:]
-    assert KMER.decode(ds[2]["x0"][:1]) == "ACG"
+    assert len(ds) == 3  # a: 60 + 40; b skipped (all N); c: 3 bases
+    x = ds[1]["x0"]  # 40 bases = 13 full 3-mers + a 1-base tail token, no padding
+    assert x.shape == (14,) and KMER.decode(x) == ("ACGT" * 25)[60:] and int(KMER.token_bases[x].sum()) == 40
+    assert KMER.decode(ds[2]["x0"]) == "ACG"
+    assert ds.token_lengths() == [20, 14, 1] == [len(ds[i]["x0"]) for i in range(3)]
 
 
 def test_missing_genome_names_fetch_command(tmp_path):

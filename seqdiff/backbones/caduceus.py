@@ -66,7 +66,8 @@ def reverse_complement_logits(logits: Tensor, complement: Tensor) -> Tensor:
 
 
 class MambaBlock(nn.Module):
-    """Pre-norm residual block h + gate * mixer(norm(h)); with conditioning c, adaLN-Zero shift/scale/gate."""
+    """Pre-norm residual block h + mixer(norm(h)); with conditioning c, adaLN shift/scale/gate as the
+    transformer's Block: h + (1 + gate) * mixer(modulate(norm(h))), zero-initialised (not adaLN-Zero)."""
 
     def __init__(self, d_model: int, d_cond: int | None, **mixer_kwargs) -> None:
         super().__init__()
@@ -90,7 +91,8 @@ class BiMamba(nn.Module):
 
     Token embedding -> n_layers pre-norm BiMamba blocks -> RMSNorm -> linear head. No position embedding
     (the scans are position-aware). time_conditioning=True embeds t (sinusoidal -> MLP, as the transformer)
-    and modulates every block adaLN-Zero style; False ignores t and builds no conditioning weights.
+    and modulates every block adaLN style ((1 + gate), zero-initialised); False ignores t and builds no
+    conditioning weights.
     """
 
     causal = False

@@ -23,7 +23,8 @@ Implementations (all exact; compared in scripts/benchmark_caduceus.py):
              addcmul per step on a contiguous (L, B, D, N) buffer with no autograd graph, the backward
              recomputes h (like mamba-ssm's kernel, so only (B, D, L)-sized tensors are kept between forward
              and backward) and runs the adjoint recurrence backwards in time.
-On CUDA, if `import mamba_ssm` succeeds, `selective_scan` calls mamba-ssm's fused kernel instead.
+On CUDA, when mamba-ssm's compiled `selective_scan_cuda` loads, `selective_scan` calls its fused kernel instead
+(and `MambaMixer` calls causal-conv1d's kernel for its convolution when that loads).
 """
 
 from __future__ import annotations
@@ -41,12 +42,37 @@ SCAN_IMPLS = ("fused", "chunked", "unbind", "logstep", "naive")
 
 @functools.cache
 def _cuda_selective_scan() -> Callable | None:
-    """mamba-ssm's fused CUDA kernel, imported on first CUDA use only (it fails to import without CUDA)."""
+    """mamba-ssm's fused CUDA kernel, imported on first CUDA use only, or None (then the PyTorch scan runs).
+
+    Probes the compiled extension itself, not just the Python wrapper: mamba-ssm <= 2.3.2 imports
+    `selective_scan_cuda` at module import (so a broken build fails the import), but later versions (state-spaces/
+    mamba commit f577286, "Make CUDA selective scan install explicit opt-in") build it only with
+    MAMBA_KEEP_CUDA_BUILD=TRUE, import it under try/except and set it to None, and `selective_scan_fn` then
+    raises at call time."""
     try:
-        from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
-    except Exception:  # ImportError, or a missing compiled extension (selective_scan_cuda)
+        from mamba_ssm.ops import selective_scan_interface as ssi
+    except Exception:  # not installed, or an extension that does not load
         return None
-    return selective_scan_fn
+    if getattr(ssi, "selective_scan_cuda", None) is None:
+        return None
+    return ssi.selective_scan_fn
+
+
+@functools.cache
+def _cuda_causal_conv1d() -> Callable | None:
+    """causal-conv1d's CUDA kernel `causal_conv1d_fn(x (B, D, L), weight (D, W), bias, activation)`, or None.
+    Importing `causal_conv1d` loads its compiled `causal_conv1d_cuda` (causal-conv1d 1.4-1.6), so an import
+    that succeeds means the kernel is there."""
+    try:
+        from causal_conv1d import causal_conv1d_fn
+    except Exception:
+        return None
+    return causal_conv1d_fn
+
+
+def _use_cuda_kernels(x: Tensor) -> bool:
+    """Whether the mamba-ssm / causal-conv1d CUDA kernels may run on x (tests monkeypatch this)."""
+    return x.is_cuda
 
 
 def _expand_groups(M: Tensor, D: int) -> Tensor:
@@ -242,7 +268,7 @@ def selective_scan(
     impl: str = "fused",
 ) -> Tensor:
     """Selective scan with mamba-ssm's `selective_scan_fn` signature -> y (B, D, L). See the module doc."""
-    if u.is_cuda and (fn := _cuda_selective_scan()) is not None:
+    if _use_cuda_kernels(u) and (fn := _cuda_selective_scan()) is not None:
         return fn(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
     if delta_bias is not None:
         delta = delta + delta_bias[:, None]
@@ -311,7 +337,19 @@ class MambaMixer(nn.Module):
         self.dt_bias = nn.Parameter(dt + torch.log(-torch.expm1(-dt)))
         self.A_log = nn.Parameter(torch.log(torch.arange(1, d_state + 1, dtype=torch.float32)).repeat(k * di, 1))
         self.D = nn.Parameter(torch.ones(k * di))
+        # no weight decay on the SSM's decay rates and skip (mamba-ssm's Mamba and Caduceus flag the same two)
+        self.A_log._no_weight_decay = True
+        self.D._no_weight_decay = True
         self.out_proj = nn.Linear(n_proj * di, d_model, bias=False)
+
+    def conv_silu(self, x: Tensor) -> Tensor:
+        """silu(causal depthwise conv(x)), x (B, C, L) -> (B, C, L). On CUDA with causal-conv1d installed, its
+        fused kernel, called as the reference Mamba block (mamba_ssm/modules/mamba_simple.py) calls it;
+        elsewhere nn.Conv1d (left-padded, right end trimmed)."""
+        L, width = x.shape[-1], self.conv.kernel_size[0]
+        if _use_cuda_kernels(x) and 2 <= width <= 4 and (fn := _cuda_causal_conv1d()) is not None:
+            return fn(x.contiguous(), self.conv.weight.squeeze(1), self.conv.bias, activation="silu")
+        return F.silu(self.conv(x)[..., :L])
 
     def forward(self, h: Tensor) -> Tensor:
         Bsz, L, _ = h.shape
@@ -324,7 +362,7 @@ class MambaMixer(nn.Module):
         else:
             xf, zf, xr, zr = xz.chunk(4, dim=-1)
             x, z = torch.cat([xf, xr.flip(1)], dim=-1), torch.cat([zf, zr], dim=-1)
-        x = F.silu(self.conv(x.transpose(1, 2))[..., :L])  # causal depthwise conv, (B, k*di, L)
+        x = self.conv_silu(x.transpose(1, 2))  # causal depthwise conv + SiLU, (B, k*di, L)
         dbc = torch.einsum("bkdl,kdr->bklr", x.view(Bsz, k, di, L), self.x_proj)  # (B, k, L, R + 2N)
         dt, Bm, Cm = dbc.split([R, N, N], dim=-1)
         delta = torch.einsum("bklr,krd->bkdl", dt, self.dt_proj).reshape(Bsz, k * di, L)

@@ -45,7 +45,12 @@ def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
 
 
 class Block(nn.Module):
-    """Pre-norm transformer block whose LayerNorms are modulated by the conditioning vector c (adaLN-Zero)."""
+    """Pre-norm transformer block whose LayerNorms are modulated by the conditioning vector c (adaLN).
+
+    Residual branches are gated as h + (1 + gate) * f(modulate(norm(h))), with the adaLN projection (shift,
+    scale, gate) zero-initialised. This is not DiT's adaLN-Zero: there the gate multiplies f directly, so every
+    block starts as the identity, whereas here a block starts as a plain pre-norm block (gate 0 -> factor 1).
+    """
 
     def __init__(self, d_model: int, n_heads: int, d_cond: int, mlp_ratio: int, dropout: float, causal: bool):
         super().__init__()

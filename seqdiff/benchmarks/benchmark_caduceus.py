@@ -63,13 +63,14 @@ def worker_scan(impl: str, B: int, L: int, D: int, N: int, reps: int) -> dict:
     import torch
 
     from seqdiff.backbones.mamba import selective_scan
+    from seqdiff.device import rand, randn
 
     g = torch.Generator().manual_seed(0)
-    u = torch.randn(B, D, L, generator=g, requires_grad=True)
-    delta = (torch.rand(B, D, L, generator=g) * 0.1).requires_grad_()
+    u = randn((B, D, L), g).requires_grad_()
+    delta = (rand((B, D, L), g) * 0.1).requires_grad_()
     A = (-torch.arange(1, N + 1, dtype=torch.float32).repeat(D, 1)).requires_grad_()
-    Bm = torch.randn(B, 1, N, L, generator=g, requires_grad=True)
-    Cm = torch.randn(B, 1, N, L, generator=g, requires_grad=True)
+    Bm = randn((B, 1, N, L), g).requires_grad_()
+    Cm = randn((B, 1, N, L), g).requires_grad_()
     rss0 = _maxrss_bytes()
 
     def step():
@@ -84,9 +85,11 @@ def worker_model(name: str, B: int, L: int, reps: int) -> dict:
     import torch
     from hydra.utils import get_class
 
+    from seqdiff.device import randint
+
     target, kwargs = MODELS[name]
     model = get_class(target)(vocab_size=V, max_len=L, **kwargs)
-    x = torch.randint(0, 4, (B, L), generator=torch.Generator().manual_seed(0))
+    x = randint(4, (B, L), torch.Generator().manual_seed(0))
     t = torch.rand(B)
     rss0 = _maxrss_bytes()
 

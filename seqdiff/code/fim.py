@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
+from seqdiff.device import multinomial
 from seqdiff.sampling.autoregressive import decode
 from seqdiff.sampling.constraints import SPECIAL_ID_NAMES, Constraints, ordinary_tokens
 from seqdiff.sampling.loop import denoise
@@ -139,7 +140,7 @@ def infill_autoregressive(
     def pick(logits: Tensor, i: int) -> Tensor:  # (1, V) -> (1,): greedy, or a draw at `temperature`
         logits = logits[0].float().masked_fill(~allowed, -torch.inf)
         if temperature > 0:
-            return torch.multinomial((logits / temperature).softmax(-1), 1, generator=generator)
+            return multinomial((logits / temperature).softmax(-1), 1, generator)  # on the generator's device
         return logits.argmax().reshape(1)
 
     def stop(token: Tensor) -> bool:  # after `stop_newlines` generated newlines

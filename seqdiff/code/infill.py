@@ -9,12 +9,12 @@ code before and after the hole; autoregressive ones only the code before it.
 import logging
 import sys
 
-import torch
 from omegaconf import DictConfig
 
 from seqdiff.checkpoint import load
 from seqdiff.code.data import read_source
 from seqdiff.code.fim import infill_lines, parse_line_range, split_lines
+from seqdiff.device import make_generator, resolve_device
 
 
 def infill(cfg: DictConfig) -> str:
@@ -28,8 +28,9 @@ def infill(cfg: DictConfig) -> str:
 def infill_file(cfg: DictConfig) -> str:
     first, last = parse_line_range(cfg.lines)
     hole = split_lines(read_source(cfg.file), first, last)  # errors before the (slow) checkpoint load
-    model = load(cfg.checkpoint)
-    gen = torch.Generator().manual_seed(int(cfg.seed))
+    device = resolve_device(cfg.device)
+    model = load(cfg.checkpoint, device=device)
+    gen = make_generator(int(cfg.seed), device)
     out = infill_lines(model.backbone, model.tokenizer, model.objective, hole, cfg.mode, cfg.budget_per_line,
                        generator=gen)
     r = out.result

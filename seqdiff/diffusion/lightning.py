@@ -15,6 +15,14 @@ import torch
 from torch import Tensor, nn
 
 from seqdiff.diffusion.objective import LN2, ar_nll, mdlm_nelbo
+from seqdiff.distributed import (
+    check_fsdp_units,
+    clip_sharded_grad_norm,
+    decay_by_name,
+    ema_update,
+    fsdp_root,
+    param_groups,
+)
 from seqdiff.noise import LogLinearSchedule, Schedule, sample_t
 
 
@@ -40,6 +48,9 @@ class SequenceLM(L.LightningModule):
         self.ema_decay = ema_decay
         # EMA weights live in a frozen copy so they are saved, restored on resume and used for evaluation.
         self.ema = copy.deepcopy(backbone).requires_grad_(False) if ema_decay > 0 else None
+        # Weight-decay groups by name, decided now: under FSDP every parameter is a flat 1-D shard by the time
+        # configure_optimizers runs (seqdiff.distributed).
+        self.decay_by_name = decay_by_name(backbone)
         self.bases_per_token = getattr(tokenizer, "bases_per_token", 1)
         self.seqdiff_config: dict | None = None  # resolved Hydra config, set by the train script
         self.backbone_init: dict = {}  # kwargs the backbone was built with beyond its config (vocab_size, ...)
@@ -58,10 +69,12 @@ class SequenceLM(L.LightningModule):
         return nats.sum() / n, n
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        loss, n = self._mean_nats(self.backbone, batch["x0"])
-        self.log("train/loss", loss, prog_bar=True, batch_size=int(n))
-        self.log("train/bpb", loss / LN2 / self.bases_per_token, batch_size=int(n))
-        self.log("lr", self.optimizers().param_groups[0]["lr"], prog_bar=False)
+        # No host syncs per step: logged on_step only, so no batch_size is needed (an int(n) would wait
+        # for the GPU), and the LR is a CPU tensor (a Python float becomes a host-to-device copy).
+        loss, _ = self._mean_nats(self.backbone, batch["x0"])
+        self.log("train/loss", loss, prog_bar=True)
+        self.log("train/bpb", loss / LN2 / self.bases_per_token)
+        self.log("lr", torch.tensor(self.optimizers().param_groups[0]["lr"]), prog_bar=False)
         return loss
 
     def eval_backbone(self) -> nn.Module:
@@ -69,13 +82,14 @@ class SequenceLM(L.LightningModule):
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         loss, n = self._mean_nats(self.eval_backbone(), batch["x0"])
-        self.log("val/loss", loss, prog_bar=True, batch_size=int(n), sync_dist=True)
-        self.log("val/bpb", loss / LN2 / self.bases_per_token, prog_bar=True, batch_size=int(n), sync_dist=True)
+        # batch_size=n (a tensor, no host sync): the epoch value is the token-weighted mean over batches and ranks
+        self.log("val/loss", loss, prog_bar=True, batch_size=n, sync_dist=True)
+        self.log("val/bpb", loss / LN2 / self.bases_per_token, prog_bar=True, batch_size=n, sync_dist=True)
         return loss
 
     def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         loss, n = self._mean_nats(self.eval_backbone(), batch["x0"])
-        self.log("test/bpb", loss / LN2 / self.bases_per_token, batch_size=int(n), sync_dist=True)
+        self.log("test/bpb", loss / LN2 / self.bases_per_token, batch_size=n, sync_dist=True)
         return loss
 
     # ---- EMA ----------------------------------------------------------------------------------------------
@@ -84,19 +98,19 @@ class SequenceLM(L.LightningModule):
         # step-N checkpoint holds the step-N EMA, so a resumed run matches an uninterrupted one exactly.
         super().optimizer_step(*args, **kwargs)
         if self.ema is not None:
-            with torch.no_grad():
-                torch._foreach_lerp_(list(self.ema.parameters()),
-                                     [p.detach() for p in self.backbone.parameters()], 1.0 - self.ema_decay)
+            ema_update(self.ema, self.backbone, self.ema_decay)
 
     # ---- optimisation -------------------------------------------------------------------------------------
     def configure_optimizers(self) -> dict:
-        decay, no_decay = [], []
-        for name, p in self.backbone.named_parameters():
-            (decay if p.ndim >= 2 and "embed" not in name else no_decay).append(p)
+        if fsdp_root(self.trainer) is not None:
+            check_fsdp_units(self.backbone, self.ema)
+        # fused AdamW on CUDA: one kernel per step, and it can skip a non-finite step on the GPU without a host
+        # sync (NonFiniteGuard sets its found_inf); CPU keeps the default foreach implementation.
         opt = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": self.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            param_groups(self.backbone, self.decay_by_name, self.weight_decay),
             lr=self.lr,
             betas=self.betas,
+            fused=self.device.type == "cuda" or None,
         )
         total = max(int(self.trainer.estimated_stepping_batches), 1)
         warmup, floor = min(self.warmup_steps, total // 2), self.min_lr_ratio
@@ -109,6 +123,12 @@ class SequenceLM(L.LightningModule):
 
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def configure_gradient_clipping(self, optimizer: Any, gradient_clip_val: float | None = None,
+                                    gradient_clip_algorithm: str | None = None) -> None:
+        # Under FSDP, Lightning's norm clipping raises; the root FSDP module clips by the true total norm.
+        if not clip_sharded_grad_norm(self.trainer, gradient_clip_val, gradient_clip_algorithm):
+            super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
     # ---- checkpoint metadata ------------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:

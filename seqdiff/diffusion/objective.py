@@ -49,8 +49,10 @@ def mdlm_nelbo(
     xt = add_noise(x0, schedule.alpha(t), mask_id, generator=generator, maskable=loss_mask)
     logits = backbone(xt, t)
     # Only masked positions carry loss; gather -log p(x0) from the raw logits (SUBS zeroes the mask logit).
-    logits = logits.float()
-    logits[..., mask_id] = -torch.inf
+    # Out of place: under FSDP an in-place write into the backbone's output (which .float() returns as is in
+    # fp32) breaks the backward hooks FSDP registered on it (tests/test_distributed.py).
+    is_mask = torch.arange(logits.shape[-1], device=logits.device) == mask_id  # (V,), no host copy
+    logits = logits.float().masked_fill(is_mask, -torch.inf)
     nll = -logits.log_softmax(-1).gather(-1, x0.unsqueeze(-1)).squeeze(-1)  # (B, L)
     masked = (xt == mask_id) & loss_mask
     weight = schedule.loss_weight(t)[:, None]  # (B, 1)

@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader
 
 from seqdiff.dna.fetch import genome_files
 from seqdiff.dna.genome import SPLITS, Genome, Region, bed_splits, fraction_splits
-from seqdiff.dna.windows import EpochSampler, EvalWindows, TrainWindows
+from seqdiff.dna.windows import EpochSampler, EvalWindows, TrainWindows, _good_tiles
 
 
 class GenomeDataModule(L.LightningDataModule):
@@ -66,6 +66,10 @@ class GenomeDataModule(L.LightningDataModule):
         self.genome: Genome | None = None
         self.splits: dict[str, list[Region]] = {}
         self.datasets: dict = {}
+        # prepare_data runs once per job (global rank 0), not once per node: on shared storage, local rank 0 of
+        # every node would otherwise build the same cache files at once. A node without the cache
+        # (no shared storage) still builds its own in setup().
+        self.prepare_data_per_node = False
 
     # ------------------------------------------------------------ genome and splits
 
@@ -91,9 +95,15 @@ class GenomeDataModule(L.LightningDataModule):
         return self.genome.region_arrays(self.splits[split])
 
     def prepare_data(self) -> None:
-        # Lightning runs this on local rank 0 before setup() on every rank: the byte cache is built once per
-        # node instead of by every DDP rank at once into the same files.
+        # Lightning runs this on global rank 0 while the other ranks wait (prepare_data_per_node=False), before
+        # setup() on every rank: the byte cache and each split's good-tile index are built once, and every rank
+        # then reads them instead of rescanning its split.
         self.load()
+        w = self.window_bases
+        for split in SPLITS:
+            regions = [r for r in self.splits[split] if len(r) >= w]
+            if regions:
+                _good_tiles(self.genome, regions, w, self.max_n_frac)
 
     def setup(self, stage: str | None = None) -> None:
         self.load()
@@ -126,11 +136,14 @@ class GenomeDataModule(L.LightningDataModule):
     def _loader(self, split: str, **kw) -> DataLoader:
         if split not in self.datasets:
             self.setup({"train": "fit", "valid": "validate", "test": "test"}[split])
+        # Pinned host memory lets the host-to-GPU copy of each batch run asynchronously.
+        on_cuda = self.trainer is not None and self.trainer.strategy.root_device.type == "cuda"
         return DataLoader(
             self.datasets[split],
             batch_size=self.batch_size,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
+            pin_memory=on_cuda,
             **kw,
         )
 

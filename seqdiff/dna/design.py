@@ -18,6 +18,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from seqdiff.checkpoint import load as load_model
+from seqdiff.device import make_generator, resolve_device
 from seqdiff.dna.metrics import gc_content
 from seqdiff.dna.spec import CompiledDesign, design_from_options
 from seqdiff.evaluation.likelihood import nelbo_bits_per_base
@@ -36,9 +37,10 @@ def compile_design(cfg: DictConfig, generator: torch.Generator | None = None) ->
 def design(cfg: DictConfig) -> dict:
     if int(cfg.num_samples) <= 0 or int(cfg.batch_size) <= 0:
         raise ValueError(f"num_samples and batch_size must be positive, got {cfg.num_samples}, {cfg.batch_size}")
-    g = torch.Generator().manual_seed(int(cfg.seed))
+    device = resolve_device(cfg.device)
+    g = make_generator(int(cfg.seed), device)  # on the model's device: every draw happens there
     first = compile_design(cfg, g)  # every contradiction surfaces here, before loading the model
-    model = load_model(cfg.checkpoint)
+    model = load_model(cfg.checkpoint, device=device)
     if model.objective != "mdlm":
         raise ValueError(f"{cfg.checkpoint} is an '{model.objective}' model; design needs a diffusion model")
     tok = model.tokenizer

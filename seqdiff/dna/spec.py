@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from seqdiff.device import rand
 from seqdiff.dna.tokenizer import COMPLEMENT
 from seqdiff.sampling.constraints import Constraints
 
@@ -215,7 +216,7 @@ class Design:
                         raise ValueError(f"{label}: the PWM gives zero probability to every base allowed at "
                                          f"position {i} ({_LETTER[int(masks[i])]}, from {source[i]})")
                     g = generator or rule.generator
-                    u = float(torch.rand((), generator=g, dtype=torch.float64))
+                    u = float(rand((), g, dtype=torch.float64))  # on the generator's device
                     base = BASES[int(np.searchsorted(np.cumsum(p / p.sum()), u, side="right").clip(0, 3))]
                 _intersect(masks, source, i, _CODE[base], label)
                 placed.append(base)

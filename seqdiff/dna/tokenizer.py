@@ -85,6 +85,7 @@ class _NucleotideBase:
 
     bases_per_token: int
     complement_ids: torch.Tensor
+    token_bases: torch.Tensor  # LongTensor[V]: bases each token covers (0 for specials; < k for k-mer tails)
     _id_to_str: list[str]  # what `decode` writes for each id
 
     def decode(self, ids: Sequence[int] | np.ndarray | torch.Tensor) -> str:
@@ -121,6 +122,7 @@ class NucleotideTokenizer(_NucleotideBase):
         for a, b in zip("ACGTN", "TGCAN", strict=True):
             comp[self.vocab[a]] = self.vocab[b]
         self.complement_ids = torch.tensor(comp, dtype=torch.long)
+        self.token_bases = torch.tensor([0 if t in SPECIAL_TOKENS else 1 for t in self.tokens], dtype=torch.long)
 
     def encode(self, text: str) -> list[int]:
         return base_codes(text).astype(np.int64).tolist() if text else []
@@ -166,6 +168,7 @@ class KmerTokenizer(_NucleotideBase):
             ],
             dtype=torch.long,
         )
+        self.token_bases = torch.tensor([0 if t in SPECIAL_TOKENS else len(t) for t in self.tokens], dtype=torch.long)
         self.hf_tokenizer = HFTokenizer(models.WordLevel(self.vocab, unk_token=UNK))
         self.hf_tokenizer.pre_tokenizer = pre_tokenizers.Split(Regex(f".{{1,{k}}}"), behavior="isolated")
         self.hf_tokenizer.add_special_tokens([PAD, MASK, BOS, EOS, UNK])

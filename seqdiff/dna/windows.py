@@ -7,6 +7,8 @@ without dataset state: `EpochSampler` (its `set_epoch` is called by Lightning) e
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import warnings
 from pathlib import Path
@@ -16,6 +18,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from seqdiff.dna.genome import N_BYTE, Genome, Region, validate_fasta
+from seqdiff.io import write_npz
 
 _MAX_TRIES = 32  # rejection-sampling attempts before falling back to a known-good tile
 
@@ -35,7 +38,30 @@ def _usable(regions: list[Region], window: int, what: str) -> list[Region]:
 def _good_tiles(
     genome: Genome, regions: list[Region], window: int, max_n_frac: float
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Non-overlapping tiles (stride = window) with at most `max_n_frac` N: (region index[T], start[T])."""
+    """Non-overlapping tiles (stride = window) with at most `max_n_frac` N: (region index[T], start[T]).
+
+    Cached beside the genome's byte cache (keyed by the FASTA's identity, the regions, window and max_n_frac),
+    so the scan over a whole split runs once (in the datamodule's prepare_data) instead of on every DDP rank."""
+    st = genome.fasta.stat()
+    key = json.dumps([str(genome.fasta.resolve()), st.st_size, st.st_mtime_ns, window, max_n_frac,
+                      [(r.chrom, r.start, r.end) for r in regions]])
+    path = genome.cache_dir / f"tiles-{hashlib.sha1(key.encode()).hexdigest()[:16]}.npz"
+    try:
+        with np.load(path) as z:
+            return z["region"], z["start"]
+    except (OSError, ValueError, KeyError):  # absent (or unreadable): compute and store
+        pass
+    ridx, starts = _scan_tiles(genome, regions, window, max_n_frac)
+    try:
+        write_npz(path, region=ridx, start=starts)
+    except OSError:  # a read-only cache directory: the index is simply recomputed next time
+        pass
+    return ridx, starts
+
+
+def _scan_tiles(
+    genome: Genome, regions: list[Region], window: int, max_n_frac: float
+) -> tuple[np.ndarray, np.ndarray]:
     idx, starts = [], []
     for i, r in enumerate(regions):
         n = len(r) // window
@@ -171,8 +197,9 @@ class EvalWindows(Dataset):
 
 
 class FastaWindows(Dataset):
-    """Every record of any FASTA tiled with stride = window; a short last tile is padded with `pad_id`
-    (excluded from losses). Tiles with more than `max_n_frac` N are skipped. Read through pyfaidx."""
+    """Every record of any FASTA tiled with stride = window; a record's last tile may be shorter and is returned
+    at its own length, not padded (a bidirectional model would attend to padding; evaluation batches windows of
+    equal length, see `token_lengths`). Tiles with more than `max_n_frac` N are skipped. Read through pyfaidx."""
 
     def __init__(self, path: str | os.PathLike, tokenizer, window: int, max_n_frac: float = 0.5) -> None:
         import pyfaidx
@@ -207,11 +234,12 @@ class FastaWindows(Dataset):
             ids = self.tokenizer.encode_bytes(seq)
         except ValueError as e:
             raise ValueError(f"{self.path}: {r.chrom}:{r.start}-{r.end}: {e}") from None
-        x0 = torch.full(
-            (self.window // self.tokenizer.bases_per_token,), self.tokenizer.pad_id, dtype=torch.long
-        )
-        x0[: ids.size] = torch.from_numpy(ids)
-        return {"x0": x0}
+        return {"x0": torch.from_numpy(ids)}  # (ceil(bases / k),): a short tail k-mer is one token
+
+    def token_lengths(self) -> list[int]:
+        """Tokens of each window (window // k, or fewer for a record's last tile), without reading it."""
+        k = self.tokenizer.bases_per_token
+        return [-(-len(r) // k) for r in self.windows]
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_fa": None}

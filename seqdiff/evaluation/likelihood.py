@@ -6,7 +6,6 @@ each sequence of a batch, windowing sequences longer than the model. Both draw t
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 
@@ -14,15 +13,16 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from seqdiff.device import randperm
 from seqdiff.diffusion.objective import LN2, ar_nll, mdlm_nelbo
 from seqdiff.noise import Schedule, sample_t
 
 
 @dataclass
 class LikelihoodResult:
-    bits_per_base: float  # NELBO (MDLM, an upper bound) or NLL (AR), per base
-    stderr: float  # standard error of bits_per_base over windows (and timestep draws)
-    bits_per_token: float
+    bits_per_base: float  # NELBO (MDLM, an upper bound) or NLL (AR): total nats / total real bases / ln 2
+    stderr: float  # standard error of bits_per_base over windows (and timestep draws), ratio estimator
+    bits_per_token: float  # total nats / total tokens / ln 2
     tokens: int
     windows: int
     timestep_samples: int
@@ -43,14 +43,21 @@ def evaluate_likelihood(
     progress: bool = True,
     device: torch.device | str = "cpu",
 ) -> LikelihoodResult:
-    """Average bits/base over windows x0 (each batch LongTensor[B, L]).
+    """Bits per base over windows x0 (each batch LongTensor[B, L]): nats and real bases summed over all windows,
+    then divided (so a short window weighs by its length, not as much as a full one). Bases are counted per
+    token with the tokenizer's `token_bases` when it has one (a short k-mer tail token counts its own bases),
+    else `bases_per_token` per non-pad token.
 
     For MDLM every window is scored with `timestep_samples` antithetic draws of t, so the reported
-    standard error covers both window-to-window and Monte Carlo variance.
+    standard error covers both window-to-window and Monte Carlo variance. The generator stays on the CPU so
+    a seed gives the same timesteps on any device.
     """
     g = torch.Generator(device="cpu").manual_seed(seed)
-    per_window: list[Tensor] = []  # nats per token per window
-    tokens = 0
+    token_bases = getattr(tokenizer, "token_bases", None)
+    if token_bases is not None:
+        token_bases = token_bases.to(device)
+    bpt_nominal = getattr(tokenizer, "bases_per_token", 1)
+    win_nats, win_bases, win_tokens = [], [], []  # per window: nats summed over tokens, real bases, tokens
     for x0 in tqdm(batches, desc="likelihood", disable=not progress, leave=False):
         x0 = x0.to(device)
         mask = x0 != tokenizer.pad_id
@@ -63,28 +70,33 @@ def evaluate_likelihood(
             for draw in nelbo_draws(backbone, x0, schedule, tokenizer.mask_id, mask, timestep_samples, g, shuffle=True):
                 nats += draw
             nats /= timestep_samples
-        n = mask.sum(-1).clamp_min(1)
-        per_window.append((nats.sum(-1) / n).cpu())
-        tokens += int(mask.sum())
-    if not per_window:
+        win_nats.append(nats.double().sum(-1).cpu())
+        win_tokens.append(mask.sum(-1).cpu())
+        bases = token_bases[x0] if token_bases is not None else torch.full_like(x0, bpt_nominal)
+        win_bases.append(torch.where(mask, bases, 0).sum(-1).cpu())
+    if not win_nats:
         raise ValueError("no windows to evaluate (empty split or every window was mostly N)")
-    w = torch.cat(per_window).double()
-    bpt = float(w.mean()) / LN2
-    se = float(w.std(unbiased=True) / math.sqrt(len(w))) / LN2 if len(w) > 1 else float("nan")
-    bpb = bpt / getattr(tokenizer, "bases_per_token", 1)
-    return LikelihoodResult(bpb, se / getattr(tokenizer, "bases_per_token", 1), bpt, tokens, len(w),
-                            timestep_samples if objective != "ar" else 0)
+    nats_w, bases_w = torch.cat(win_nats), torch.cat(win_bases).double()
+    tokens = int(torch.cat(win_tokens).sum())
+    ratio = float(nats_w.sum() / bases_w.sum().clamp_min(1))  # nats per base
+    m = len(nats_w)
+    # standard error of a ratio of sums over windows (first-order / delta method)
+    resid = nats_w - ratio * bases_w
+    se = float(resid.pow(2).sum().div(m * (m - 1)).sqrt() / bases_w.mean()) if m > 1 else float("nan")
+    bpt = float(nats_w.sum()) / max(tokens, 1) / LN2
+    return LikelihoodResult(ratio / LN2, se / LN2, bpt, tokens, m, timestep_samples if objective != "ar" else 0)
 
 
 def nelbo_draws(backbone: nn.Module, x0: Tensor, schedule: Schedule, mask_id: int, loss_mask: Tensor,
                 timestep_samples: int, generator: torch.Generator | None = None, shuffle: bool = False,
                 noise_generator: torch.Generator | None = None) -> Iterator[Tensor]:
     """Per-token NELBO nats (B, L) of x0 (B, L) for each of `timestep_samples` antithetic draws of t (drawn
-    with `generator`, in a random order across the batch if `shuffle`); the masks come from `noise_generator`."""
+    with `generator`, in a random order across the batch if `shuffle`); the masks come from `noise_generator`.
+    Generators may live on the CPU or on x0's device: draws happen on the generator's device (seqdiff.device)."""
     B = x0.shape[0]
-    t_all = sample_t(B * timestep_samples, generator=generator, antithetic=True, eps=schedule.eps).to(x0.device)
+    t_all = sample_t(B * timestep_samples, generator=generator, antithetic=True, eps=schedule.eps, device=x0.device)
     if shuffle:
-        t_all = t_all[torch.randperm(len(t_all), generator=generator)]
+        t_all = t_all[randperm(len(t_all), generator, t_all.device)]
     for t in t_all.view(timestep_samples, B):
         yield mdlm_nelbo(backbone, x0, schedule, t, mask_id, loss_mask, generator=noise_generator)
 
@@ -94,17 +106,19 @@ def nelbo_bits_per_base(backbone: nn.Module, tokens: Tensor, schedule: Schedule,
                         bases_per_token: int = 1, timestep_samples: int = 16,
                         generator: torch.Generator | None = None) -> Tensor:
     """(B,) MDLM NELBO bits/base of each sequence (B, L), scored window by window (the model's max_len),
-    `timestep_samples` antithetic draws of t per window; a short last window is padded and the pad ignored."""
+    `timestep_samples` antithetic draws of t per window; a short last window is padded and the pad ignored.
+    Computed on the tokens' device; returned on the CPU."""
     B, L = tokens.shape
     W = int(getattr(backbone, "max_len", L))
-    nats, counted = torch.zeros(B, dtype=torch.float64), torch.zeros(B, dtype=torch.float64)
+    nats = torch.zeros(B, dtype=torch.float64, device=tokens.device)
+    counted = torch.zeros(B, dtype=torch.float64, device=tokens.device)
     for a in range(0, L, W):
         x0 = tokens[:, a : a + W]
         if x0.shape[1] < W:
-            x0 = torch.cat([x0, torch.full((B, W - x0.shape[1]), pad_id, dtype=x0.dtype)], dim=1)
+            x0 = torch.cat([x0, x0.new_full((B, W - x0.shape[1]), pad_id)], dim=1)
         keep = x0 != pad_id
         for draw in nelbo_draws(backbone, x0, schedule, mask_id, keep, timestep_samples, generator,
                                 noise_generator=generator):
             nats += draw.sum(-1).double()
         counted += keep.sum(-1).double() * timestep_samples
-    return (nats / counted / LN2 / bases_per_token).float()
+    return (nats / counted / LN2 / bases_per_token).float().cpu()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from seqdiff.device import rand
+
 
 def add_noise(
     x0: Tensor,
@@ -18,7 +20,7 @@ def add_noise(
     alpha_t: (B,) or (B, 1). maskable: optional bool (B, L); False positions (padding) are never masked.
     """
     alpha_t = alpha_t.reshape(-1, 1).to(torch.float32)
-    u = torch.rand(x0.shape, generator=generator, device=x0.device)
+    u = rand(x0.shape, generator, x0.device)  # drawn on the generator's device (CPU or CUDA)
     masked = u >= alpha_t  # P(masked) = 1 - alpha_t
     if maskable is not None:
         masked &= maskable
@@ -34,7 +36,7 @@ def sample_t(
 ) -> Tensor:
     """Timesteps t in [eps, 1] (B,). Antithetic (stratified) sampling spreads one uniform draw evenly over
     the batch, which lowers the variance of the NELBO estimate (MDLM's low-discrepancy sampler)."""
-    u = torch.rand(1 if antithetic else batch_size, generator=generator, device=device)
+    u = rand((1 if antithetic else batch_size,), generator, device)  # on `device`, else the generator's
     if antithetic:
-        u = (u + torch.arange(batch_size, device=device) / batch_size) % 1.0
+        u = (u + torch.arange(batch_size, device=u.device) / batch_size) % 1.0
     return eps + (1.0 - eps) * u

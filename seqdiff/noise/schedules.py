@@ -74,7 +74,12 @@ class LinearSchedule(Schedule):
 
 
 class CosineSchedule(Schedule):
-    """alpha(t) = (1 - eps) cos(pi t / 2): slower masking early, faster late."""
+    """alpha(t) = eps + (1 - eps) cos(pi t / 2): slower masking early, faster late (MDLM's CosineNoise).
+
+    alpha(0) = 1, so the NELBO keeps its reconstruction term (an earlier (1 - eps) cos form started at
+    1 - eps and under-reported the NELBO by about eps x CE); alpha(1) = eps, so like LinearSchedule a few
+    tokens may stay unmasked at t = 1 (samplers start from all-mask regardless).
+    """
 
     def __init__(self, eps: float = 1e-3) -> None:
         if not 0.0 <= eps < 1.0:
@@ -82,7 +87,7 @@ class CosineSchedule(Schedule):
         self.eps = eps
 
     def alpha(self, t: Tensor) -> Tensor:
-        return (1.0 - self.eps) * torch.cos(0.5 * math.pi * t)
+        return self.eps + (1.0 - self.eps) * torch.cos(0.5 * math.pi * t)
 
     def dalpha(self, t: Tensor) -> Tensor:
         return -(1.0 - self.eps) * 0.5 * math.pi * torch.sin(0.5 * math.pi * t)

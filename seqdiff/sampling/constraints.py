@@ -89,6 +89,14 @@ def ordinary_tokens(tokenizer, vocab_size: int | None = None, names: Sequence[st
 
 
 def no_special_tokens(tokenizer, length: int, vocab_size: int | None = None) -> Constraints:
-    """Free constraints that forbid special tokens everywhere: generated DNA is only bases, never [PAD] etc."""
-    allowed = ordinary_tokens(tokenizer, vocab_size).expand(length, -1).clone()  # (L, V)
+    """Free constraints that forbid special tokens everywhere: generated DNA is only bases, never [PAD] etc.
+
+    For a k-mer tokenizer the short tail tokens (fewer than k bases, which only end a sequence whose length is
+    not a multiple of k) are forbidden too: one in the middle would shift every later base. A requested length
+    that is not a multiple of k is generated as whole k-mers and cut after decoding."""
+    allowed = ordinary_tokens(tokenizer, vocab_size)  # (V,)
+    bases = getattr(tokenizer, "token_bases", None)
+    if bases is not None:
+        allowed[(bases[: len(allowed)] < getattr(tokenizer, "bases_per_token", 1)).nonzero().flatten()] = False
+    allowed = allowed.expand(length, -1).clone()  # (L, V)
     return Constraints(torch.full((length,), -1, dtype=torch.long), allowed)

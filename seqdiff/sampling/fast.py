@@ -24,6 +24,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from seqdiff.device import rand
 from seqdiff.diffusion.objective import subs_log_probs
 from seqdiff.noise import LogLinearSchedule, Schedule
 from seqdiff.sampling.autoregressive import _autocast
@@ -54,7 +55,7 @@ def unmask_events(masked: Tensor, schedule: Schedule, num_steps: int | None,
     """
     B, L = masked.shape
     a1 = float(schedule.alpha(torch.tensor(1.0, dtype=torch.float64)))
-    u = torch.rand((B, L), generator=generator, dtype=torch.float64).to(masked.device)
+    u = rand((B, L), generator, masked.device, torch.float64)
     a_tau = 1.0 - u * (1.0 - a1)  # alpha at the unmasking time, uniform on (alpha(1), 1]
     if num_steps is None:
         key = a_tau  # smallest alpha = latest time = first event; continuous draws are distinct a.s.

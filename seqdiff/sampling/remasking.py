@@ -24,6 +24,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from seqdiff.device import rand
 from seqdiff.noise import LogLinearSchedule, Schedule
 from seqdiff.sampling.constraints import Constraints
 from seqdiff.sampling.samplers import GridSampler
@@ -31,7 +32,7 @@ from seqdiff.sampling.samplers import GridSampler
 
 def _stochastic_round(x: Tensor, generator: torch.Generator | None) -> Tensor:
     """Round a float tensor up with probability equal to its fractional part (unbiased)."""
-    u = torch.rand(x.shape, generator=generator, device=x.device, dtype=torch.float64)
+    u = rand(x.shape, generator, x.device, torch.float64)
     return (x.floor() + (u < (x - x.floor())).double()).long()
 
 

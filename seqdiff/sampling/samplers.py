@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from seqdiff.device import rand
 from seqdiff.noise import LogLinearSchedule, Schedule
 
 
@@ -18,7 +19,7 @@ def sample_categorical(log_probs: Tensor, generator: torch.Generator | None = No
     bias that float32 Gumbel noise has (noted by the MDLM authors)."""
     probs = log_probs.double().softmax(-1)
     cdf = probs.cumsum(-1)
-    u = torch.rand(cdf.shape[:-1] + (1,), generator=generator, device=cdf.device, dtype=torch.float64)
+    u = rand(cdf.shape[:-1] + (1,), generator, cdf.device, torch.float64)
     idx = torch.searchsorted(cdf, u * cdf[..., -1:], right=True).clamp_max(probs.shape[-1] - 1)
     return idx.squeeze(-1)
 
@@ -62,7 +63,7 @@ class AncestralSampler(GridSampler):
             a_t = self.schedule.alpha(torch.tensor(t, dtype=torch.float64))
             a_s = self.schedule.alpha(torch.tensor(s, dtype=torch.float64))
             p_unmask = float(((a_s - a_t) / (1.0 - a_t)).clamp(0.0, 1.0))
-            u = torch.rand(xt.shape, generator=generator, device=xt.device)
+            u = rand(xt.shape, generator, xt.device)
             unmask = masked & (u < p_unmask)
         if not unmask.any():
             return xt

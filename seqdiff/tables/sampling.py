@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from seqdiff.checkpoint import LoadedModel, load
+from seqdiff.device import make_generator
 from seqdiff.noise import LogLinearSchedule, Schedule
 from seqdiff.sampling.constraints import Constraints
 from seqdiff.sampling.loop import denoise
@@ -118,7 +119,7 @@ def impute_frame(backbone: nn.Module, tokenizer: TableTokenizer, frame: pd.DataF
     miss = _as_missing_mask(frame, columns)
     x = torch.from_numpy(tokenizer.encode_frame(frame))
     x[torch.from_numpy(miss)] = tokenizer.mask_id
-    gen = torch.Generator().manual_seed(seed)
+    gen = make_generator(seed, next(backbone.parameters()).device)
     rng = np.random.default_rng(seed)
     draws = [tokenizer.decode_frame(impute_tokens(backbone, tokenizer, x, steps, schedule, batch_size, gen, progress),
                                     rng=rng) for _ in range(max(num_draws, 1))]
@@ -144,6 +145,6 @@ def sample_frame(backbone: nn.Module, tokenizer: TableTokenizer, num_rows: int, 
                  schedule: Schedule | None = None, batch_size: int = 1024, seed: int = 0,
                  missing: bool = True, progress: bool = False) -> pd.DataFrame:
     """DataFrame of `num_rows` synthetic rows; numeric bins are decoded to a random value within the bin."""
-    gen = torch.Generator().manual_seed(seed)
+    gen = make_generator(seed, next(backbone.parameters()).device)
     tokens = sample_rows(backbone, tokenizer, num_rows, steps, schedule, batch_size, gen, missing, progress)
     return tokenizer.decode_frame(tokens, rng=np.random.default_rng(seed))

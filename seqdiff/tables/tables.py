@@ -13,6 +13,7 @@ import logging
 import pandas as pd
 from omegaconf import DictConfig
 
+from seqdiff.device import resolve_device
 from seqdiff.io import write_csv
 from seqdiff.tables.data import format_cell, read_cells, type_frame, write_table
 from seqdiff.tables.sampling import impute_frame, load_table_model, sample_frame
@@ -21,7 +22,7 @@ log = logging.getLogger("seqdiff.tables")
 
 
 def sample(cfg: DictConfig) -> pd.DataFrame:
-    model = load_table_model(cfg.checkpoint)
+    model = load_table_model(cfg.checkpoint, resolve_device(cfg.device))
     frame = sample_frame(model.backbone, model.tokenizer, int(cfg.num_rows), cfg.steps, model.schedule,
                          cfg.batch_size, cfg.seed, cfg.missing, cfg.progress)
     write_table(frame, model.tokenizer.kinds, cfg.out, cfg.na_rep)
@@ -32,7 +33,7 @@ def sample(cfg: DictConfig) -> pd.DataFrame:
 def impute(cfg: DictConfig) -> pd.DataFrame:
     if cfg.input is None:
         raise ValueError("impute needs input=FILE.csv")
-    model = load_table_model(cfg.checkpoint)
+    model = load_table_model(cfg.checkpoint, resolve_device(cfg.device))
     tok = model.tokenizer
     raw = read_cells(cfg.input, list(cfg.missing_values))
     absent = [c for c in tok.names if c not in raw.columns]

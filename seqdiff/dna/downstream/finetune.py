@@ -14,6 +14,7 @@ from pathlib import Path
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from seqdiff.device import resolve_device
 from seqdiff.dna.downstream.metrics import METRICS
 from seqdiff.dna.downstream.protocol import Context, DenoiserMethod, run_seeds
 from seqdiff.dna.downstream.tasks import Task
@@ -29,7 +30,10 @@ def setup(cfg: DictConfig, keep_checkpoints: bool) -> tuple[Task, Context]:
         raise TypeError(f"task config {cfg.task.get('_target_')} did not build a Task")
     log.info("task %s", json.dumps(task.summary()))
     tokenizer = instantiate(cfg.tokenizer)
-    ctx = Context(tokenizer=tokenizer, trainer=cfg.trainer, batch_size=cfg.batch_size, val_fraction=cfg.val_fraction,
+    device = resolve_device(cfg.device)  # the trainer's accelerator comes from `device`, not the trainer config
+    trainer = OmegaConf.merge(cfg.trainer, {"accelerator": device.type,
+                                            "devices": 1 if device.index is None else [device.index]})
+    ctx = Context(tokenizer=tokenizer, trainer=trainer, batch_size=cfg.batch_size, val_fraction=cfg.val_fraction,
                   long_sequences=cfg.long_sequences, run_dir=Path(cfg.run_dir), keep_checkpoints=keep_checkpoints)
     return task, ctx
 

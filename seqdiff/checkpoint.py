@@ -28,8 +28,11 @@ class LoadedModel:
     tokenizer: Any
     schedule: Schedule
     config: dict
-    objective: str  # "mdlm" or "ar"
+    objective: str  # "mdlm", "ar", "family" (seqdiff.diffusion.family_lightning) or "classifier"
     path: Path
+    family: Any = None  # seqdiff.diffusion.families.Family of a "family" checkpoint (None for MDLM and AR)
+    classes: list[str] | None = None  # class names of a class-conditional denoiser or a classifier
+    process: Any = None  # the noise process a "classifier" checkpoint was trained on
 
     @property
     def mask_id(self) -> int:
@@ -67,7 +70,17 @@ def load(path: str | Path, use_ema: bool = True, device: str | torch.device = "c
         raise CheckpointError(f"{path}: weights do not match the configured backbone "
                               f"(missing {missing[:5]}, unexpected {unexpected[:5]})")
     schedule = instantiate(meta["schedule"]) if meta.get("schedule") else LogLinearSchedule()
-    return LoadedModel(backbone.to(device).eval(), tokenizer, schedule, config, meta["objective"], Path(path))
+    family = process = classes = None
+    if meta.get("family"):  # issue 17: uniform noise, score entropy, class-conditional denoisers
+        from seqdiff.diffusion.families import Family
+
+        f = meta["family"]
+        family = Family(instantiate(f["process"]), instantiate(f["parameterization"]), f["name"])
+        classes = f.get("classes")
+    if meta.get("classifier"):
+        process, classes = instantiate(meta["classifier"]["process"]), meta["classifier"]["classes"]
+    return LoadedModel(backbone.to(device).eval(), tokenizer, schedule, config, meta["objective"], Path(path),
+                       family, classes, process)
 
 
 def check_tokenizer(model: LoadedModel, tokenizer: Any, what: str = "the data") -> None:

@@ -164,11 +164,11 @@ def model_rates(fam: Family, model: nn.Module, t: float) -> torch.Tensor:
         rate = rate.scatter(-1, zs[..., None], 0.0)  # no self-transition
     G = torch.zeros(len(zs), len(zs), dtype=torch.float64)
     src = torch.arange(len(zs))
-    for l in range(L):
+    for pos in range(L):
         for v in A:
             zn = zs.clone()
-            zn[:, l] = v
-            G.index_put_((src, zn[:, 0] * K + zn[:, 1]), rate[:, l, v], accumulate=True)
+            zn[:, pos] = v
+            G.index_put_((src, zn[:, 0] * K + zn[:, 1]), rate[:, pos, v], accumulate=True)
     G.fill_diagonal_(0.0)
     return G - torch.diag(G.sum(1))
 

@@ -117,19 +117,19 @@ class ClassifierGuidance:
         base = self._log_p(x, ctx.tt)  # (B,)
         movable = (torch.isfinite(log_q).sum(-1) > 1) & ~ctx.given  # (B, L): positions the step may change
         alphabet = proc.alphabet.to(x.device)
-        b, l = movable.nonzero(as_tuple=True)
+        b, pos = movable.nonzero(as_tuple=True)
         out = torch.zeros(B, L, proc.vocab_size, device=x.device)
         if not len(b):
             return out
         n = len(alphabet)
         cand = x[b].repeat_interleave(n, 0)  # (M * n, L)
         rows = torch.arange(len(cand), device=x.device)
-        cand[rows, l.repeat_interleave(n)] = alphabet.repeat(len(b))
+        cand[rows, pos.repeat_interleave(n)] = alphabet.repeat(len(b))
         tt = ctx.tt[b].repeat_interleave(n)
         lp = torch.cat([self._log_p(cand[i : i + self.batch_size], tt[i : i + self.batch_size])
                         for i in range(0, len(cand), self.batch_size)])
         ratio = lp.view(len(b), n) - base[b][:, None]
-        out[b[:, None], l[:, None], alphabet[None, :]] = ratio
+        out[b[:, None], pos[:, None], alphabet[None, :]] = ratio
         return out
 
 

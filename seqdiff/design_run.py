@@ -20,12 +20,14 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
 from seqdiff.checkpoint import load as load_model
+from seqdiff.diffusion.families import family_of
 from seqdiff.diffusion.objective import mdlm_nelbo
 from seqdiff.evaluation.design import gc_content
 from seqdiff.io import atomic_write
 from seqdiff.noise import Schedule, sample_t
 from seqdiff.sampling import sample
 from seqdiff.sampling.design import CompiledDesign, design_from_options
+from seqdiff.sampling.families import FamilySampler
 
 LN2 = math.log(2.0)
 
@@ -33,9 +35,10 @@ LN2 = math.log(2.0)
 @torch.no_grad()
 def nelbo_bits_per_base(backbone: nn.Module, tokens: Tensor, schedule: Schedule, mask_id: int, pad_id: int,
                         bases_per_token: int = 1, timestep_samples: int = 16,
-                        generator: torch.Generator | None = None) -> Tensor:
+                        generator: torch.Generator | None = None, family=None) -> Tensor:
     """(B,) MDLM NELBO bits/base of each sequence (B, L), scored window by window (the model's max_len),
-    `timestep_samples` antithetic draws of t per window; a short last window is padded and the pad ignored."""
+    `timestep_samples` antithetic draws of t per window; a short last window is padded and the pad ignored.
+    `family` (seqdiff.diffusion.families.Family) scores with that family's NELBO instead."""
     B, L = tokens.shape
     W = int(getattr(backbone, "max_len", L))
     nats, counted = torch.zeros(B, dtype=torch.float64), torch.zeros(B, dtype=torch.float64)
@@ -46,7 +49,8 @@ def nelbo_bits_per_base(backbone: nn.Module, tokens: Tensor, schedule: Schedule,
         keep = x0 != pad_id
         t_all = sample_t(B * timestep_samples, generator=generator, antithetic=True, eps=schedule.eps)
         for t in t_all.view(timestep_samples, B):
-            nats += mdlm_nelbo(backbone, x0, schedule, t, mask_id, keep, generator=generator).sum(-1).double()
+            nats += (family.nelbo(backbone, x0, t, keep, generator=generator) if family is not None else
+                     mdlm_nelbo(backbone, x0, schedule, t, mask_id, keep, generator=generator)).sum(-1).double()
         counted += keep.sum(-1).double() * timestep_samples
     return (nats / counted / LN2 / bases_per_token).float()
 
@@ -65,14 +69,14 @@ def design(cfg: DictConfig) -> dict:
     g = torch.Generator().manual_seed(int(cfg.seed))
     first = compile_design(cfg, g)  # every contradiction surfaces here, before loading the model
     model = load_model(cfg.checkpoint)
-    if model.objective != "mdlm":
+    if model.objective not in ("mdlm", "family"):
         raise ValueError(f"{cfg.checkpoint} is an '{model.objective}' model; design needs a diffusion model")
     tok = model.tokenizer
     bpt = int(getattr(tok, "bases_per_token", 1))
     if not hasattr(tok, "complement_ids"):
         raise ValueError(f"{cfg.checkpoint} was not trained on DNA (tokenizer {tok!r})")
     first.constraints(tok)  # the tokenizer can express the design (k-mer models need length % k == 0)
-    sampler = instantiate(cfg.sampler, schedule=model.schedule)
+    sampler = design_sampler(cfg, model)
     resample_motif = cfg.motif is not None and cfg.motif_mode == "sample"
 
     records, rows, nfe, t0 = [], [], 0, time.perf_counter()
@@ -89,7 +93,7 @@ def design(cfg: DictConfig) -> dict:
                          stride=cfg.stride, progress=bool(cfg.progress))
             nfe += out.nfe
             bits = nelbo_bits_per_base(model.backbone, out.tokens, model.schedule, tok.mask_id, tok.pad_id, bpt,
-                                       int(cfg.nelbo_samples), g)
+                                       int(cfg.nelbo_samples), g, model.family)
             for ids, bpb in zip(out.tokens, bits.tolist(), strict=True):
                 rows.append(_row(len(rows), tok.decode(ids), compiled, bpb))
     seconds = time.perf_counter() - t0
@@ -109,9 +113,29 @@ def design(cfg: DictConfig) -> dict:
                "satisfied": sum(r["constraints"] == "ok" for r in rows) / len(rows),
                "mean_bits_per_base": sum(r["bits_per_base"] for r in rows) / len(rows),
                "network_calls": nfe, "seconds": round(seconds, 3),
-               "sampler": OmegaConf.to_container(cfg.sampler)["_target_"], "checkpoint": str(cfg.checkpoint)}
+               "sampler": OmegaConf.to_container(cfg.sampler)["_target_"], "checkpoint": str(cfg.checkpoint),
+               "guide": None if cfg.guide is None else OmegaConf.to_container(cfg.guide)["_target_"],
+               "class": cfg["class"], "guidance_scale": float(cfg.guidance_scale) if cfg.guide is not None else None}
     print(json.dumps(summary))
     return summary
+
+
+def design_sampler(cfg: DictConfig, model):
+    """MDLM without guidance: cfg.sampler as configured. Other families (uniform noise, SEDD) and guided design:
+    the family's own reverse step (`FamilySampler`) with cfg.sampler.num_steps and the guide (issue 17)."""
+    if model.family is None and cfg.guide is None:
+        return instantiate(cfg.sampler, schedule=model.schedule)
+    if cfg.sampler["_target_"] != "seqdiff.sampling.AncestralSampler":
+        raise ValueError(f"sampler={cfg.sampler['_target_']} works only for unguided MDLM checkpoints; guided or "
+                         "non-MDLM design uses sampler=ancestral (the family's own reverse step)")
+    guide = None
+    if cfg.guide is not None:
+        if cfg["class"] is None:
+            raise ValueError("guide=... needs class=NAME (the class to design for)")
+        # a partial, so the loaded model is passed as is (instantiate would try to turn dataclasses into configs)
+        guide = instantiate(cfg.guide, _partial_=True)(denoiser=model, class_name=cfg["class"],
+                                                       scale=float(cfg.guidance_scale))
+    return FamilySampler(family_of(model), num_steps=int(cfg.sampler.num_steps), guide=guide)
 
 
 def _row(i: int, seq: str, compiled: CompiledDesign, bits_per_base: float) -> dict:

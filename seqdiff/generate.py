@@ -17,13 +17,14 @@ from omegaconf import DictConfig
 import seqdiff
 from seqdiff.io import atomic_write
 from seqdiff.sampling import AncestralSampler, no_special_tokens, sample
+from seqdiff.sampling.families import FamilySampler
 
 log = logging.getLogger("seqdiff.sample")
 
 
 def generate(cfg: DictConfig) -> dict:
     model = seqdiff.load(cfg.checkpoint)
-    if model.objective != "mdlm":
+    if model.objective not in ("mdlm", "family"):
         raise ValueError(f"{cfg.checkpoint} is an '{model.objective}' model; scripts/sample.py samples diffusion models")
     tok = model.tokenizer
     bpt = getattr(tok, "bases_per_token", 1)
@@ -31,7 +32,9 @@ def generate(cfg: DictConfig) -> dict:
     if length <= 0 or cfg.num_samples <= 0:
         raise ValueError(f"length and num_samples must be positive, got length={length}, num_samples={cfg.num_samples}")
     n_tokens = math.ceil(length / bpt)
-    sampler = AncestralSampler(model.schedule, num_steps=int(cfg.steps))
+    # MDLM: the ancestral sampler; other families (uniform noise, SEDD): their own reverse step
+    sampler = AncestralSampler(model.schedule, num_steps=int(cfg.steps)) if model.family is None \
+        else FamilySampler(model.family, num_steps=int(cfg.steps))
     g = torch.Generator().manual_seed(int(cfg.seed))
     records, nfe, t0 = [], 0, time.perf_counter()
     for start in range(0, cfg.num_samples, cfg.batch_size):

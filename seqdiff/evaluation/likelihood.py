@@ -40,11 +40,13 @@ def evaluate_likelihood(
     seed: int = 0,
     progress: bool = True,
     device: torch.device | str = "cpu",
+    family=None,
 ) -> LikelihoodResult:
     """Average bits/base over windows x0 (each batch LongTensor[B, L]).
 
     For MDLM every window is scored with `timestep_samples` antithetic draws of t, so the reported
-    standard error covers both window-to-window and Monte Carlo variance.
+    standard error covers both window-to-window and Monte Carlo variance. `family` (a
+    seqdiff.diffusion.families.Family: uniform noise, score entropy) replaces the MDLM NELBO by its own.
     """
     g = torch.Generator(device="cpu").manual_seed(seed)
     per_window: list[Tensor] = []  # nats per token per window
@@ -62,7 +64,10 @@ def evaluate_likelihood(
             t_all = sample_t(B * timestep_samples, generator=g, antithetic=True, eps=schedule.eps).to(device)
             t_all = t_all[torch.randperm(len(t_all), generator=g)].view(timestep_samples, B)
             for k in range(timestep_samples):
-                nats += mdlm_nelbo(backbone, x0, schedule, t_all[k], tokenizer.mask_id, mask, generator=None)
+                if family is not None:
+                    nats += family.nelbo(backbone, x0, t_all[k], mask)
+                else:
+                    nats += mdlm_nelbo(backbone, x0, schedule, t_all[k], tokenizer.mask_id, mask, generator=None)
             nats /= timestep_samples
         n = mask.sum(-1).clamp_min(1)
         per_window.append((nats.sum(-1) / n).cpu())

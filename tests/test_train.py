@@ -32,7 +32,8 @@ def test_every_config_group_composes_and_instantiates(group, option, tmp_path):
     if group == "model":
         backbone, init = build_backbone(cfg.model, NucleotideTokenizer(), 64)
         x = torch.randint(0, 4, (2, 64))
-        assert backbone(x, torch.rand(2)).shape == (2, 64, backbone.vocab_size)
+        want = (2, backbone.num_classes) if hasattr(backbone, "classify") else (2, 64, backbone.vocab_size)
+        assert backbone(x, torch.rand(2)).shape == want  # a noisy classifier (model=classifier) gives class logits
     elif group in ("noise",):
         s = instantiate(cfg.noise)
         assert 0 < float(s.alpha(torch.tensor(0.5))) < 1

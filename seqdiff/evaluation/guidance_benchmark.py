@@ -48,11 +48,11 @@ log = logging.getLogger("seqdiff.benchmark_guidance")
 
 def train_judge(cfg: DictConfig, task, tokenizer) -> tuple[torch.nn.Module, dict]:
     """The CNN judge, trained on the training split (best validation epoch) and tested on the test split."""
+    import lightning as L
+
     from seqdiff.evaluation.downstream.classifier import SequenceClassifier
     from seqdiff.evaluation.downstream.encoders import CNNEncoder
     from seqdiff.evaluation.downstream.protocol import Context, fit_and_test
-
-    import lightning as L
 
     L.seed_everything(int(cfg.seed), workers=True)
     j = cfg.judge

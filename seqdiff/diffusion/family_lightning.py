@@ -8,6 +8,7 @@ The noise process comes from config as a partial (`_partial_: true`) completed h
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -20,6 +21,7 @@ from seqdiff.diffusion.lightning import SequenceLM
 from seqdiff.noise import LogLinearSchedule, Schedule, sample_t
 from seqdiff.noise.processes import NoiseProcess
 
+log = logging.getLogger("seqdiff.families")
 
 def build_process(process: Callable[..., NoiseProcess], schedule: Schedule, tokenizer: Any) -> NoiseProcess:
     """Complete a process partial (or class) with the schedule and the tokenizer's vocabulary."""
@@ -76,6 +78,9 @@ class FamilyLM(_LabelsMixin, SequenceLM):
         self.family = Family(build_process(process, self.schedule, tokenizer), parameterization, name)
         self.label_dropout, self.antithetic = label_dropout, antithetic
         self.conditional = hasattr(backbone, "num_classes") and hasattr(backbone, "label_embed")
+        if not self.family.process.absorbing and not getattr(backbone, "time_conditioning", True):
+            log.warning("uniform noise without time conditioning: the network must guess the noise level from the "
+                        "tokens; set model.time_conditioning=true")
 
     def _check_classes(self) -> None:
         if self.conditional and self.classes is not None and len(self.classes) != self.backbone.num_classes:

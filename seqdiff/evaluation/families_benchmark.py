@@ -54,7 +54,9 @@ def train_family(name: str, overrides: list[str], run_dir: Path, budget_minutes:
         total = int(round(60 * float(budget_minutes)))
         cmd.append(f"+trainer.max_time='00:{total // 3600:02d}:{total % 3600 // 60:02d}:{total % 60:02d}'")
     log.info("%s: %s", name, " ".join(cmd))
-    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    # the child imports the same seqdiff as this process (a worktree's, not whatever the venv installed)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env)
     if done.returncode != 0:
         raise RuntimeError(f"training {name} failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
     return json.loads(metrics.read_text())

@@ -107,9 +107,12 @@ class LoadedModel:
     tokenizer: Any
     schedule: Schedule
     config: dict
-    objective: str  # "mdlm" or "ar"
+    objective: str  # "mdlm", "ar", "family" (seqdiff.diffusion.family_lightning) or "classifier"
     path: Path
     backbone_init: dict = field(default_factory=dict)  # tokenizer-derived kwargs (vocab_size, max_len, ...)
+    family: Any = None  # seqdiff.diffusion.families.Family of a "family" checkpoint (None for MDLM and AR)
+    classes: list[str] | None = None  # class names of a class-conditional denoiser or a classifier
+    process: Any = None  # the noise process a "classifier" checkpoint was trained on
 
     @property
     def mask_id(self) -> int:
@@ -164,9 +167,17 @@ def _first_line(e: BaseException) -> str:
 # What each `_target_` in the metadata may build when the file is not trusted: seqdiff's own classes of the
 # right kind, nothing else (hydra.utils.instantiate would call any importable callable, e.g. os.system).
 def check_targets(meta: dict, where: str | Path) -> None:
+    from seqdiff.diffusion.families import MeanParameterization, ScoreParameterization
+    from seqdiff.noise.processes import NoiseProcess
+
     config = meta.get("config") or {}
+    family, classifier = meta.get("family") or {}, meta.get("classifier") or {}
+    process = (NoiseProcess, Schedule)  # a process config nests its schedule's
     kinds = [("model", config.get("model"), torch.nn.Module), ("tokenizer", meta.get("tokenizer"), None),
-             ("schedule", meta.get("schedule"), Schedule)]
+             ("schedule", meta.get("schedule"), Schedule), ("family process", family.get("process"), process),
+             ("family parameterization", family.get("parameterization"), (MeanParameterization,
+                                                                          ScoreParameterization)),
+             ("classifier process", classifier.get("process"), process)]
     for name, cfg, base in kinds:
         if cfg is None:
             continue
@@ -189,7 +200,7 @@ def _targets(cfg: Any) -> Iterator[str]:
             yield from _targets(v)
 
 
-def _allowed(target: str, base: type | None, tokenizer: bool = False) -> bool:
+def _allowed(target: str, base: type | tuple[type, ...] | None, tokenizer: bool = False) -> bool:
     module, _, name = target.rpartition(".")
     # Tokenizers live in seqdiff.tokenizers or in a domain's `tokenizer` module (seqdiff.dna.tokenizer, ...).
     ours = module == "seqdiff" or module.startswith("seqdiff.")
@@ -231,8 +242,17 @@ def build(meta: dict, state: dict[str, torch.Tensor] | None, path: str | Path,
             raise CheckpointError(f"{path}: weights do not match the configured backbone "
                                   f"(missing {missing[:5]}, unexpected {unexpected[:5]})")
     schedule = instantiate(_current_targets(meta["schedule"])) if meta.get("schedule") else LogLinearSchedule()
+    family = process = classes = None
+    if meta.get("family"):  # uniform noise, score entropy, class-conditional denoisers
+        from seqdiff.diffusion.families import Family
+
+        f = meta["family"]
+        family = Family(instantiate(f["process"]), instantiate(f["parameterization"]), f["name"])
+        classes = f.get("classes")
+    if meta.get("classifier"):  # a noisy classifier (classifier guidance)
+        process, classes = instantiate(meta["classifier"]["process"]), meta["classifier"]["classes"]
     return LoadedModel(backbone.to(device).eval(), tokenizer, schedule, config, meta["objective"], Path(path),
-                       dict(meta["backbone_init"]))
+                       dict(meta["backbone_init"]), family, classes, process)
 
 
 def check_tokenizer(model: LoadedModel, tokenizer: Any, what: str = "the data") -> None:

@@ -35,6 +35,8 @@ def equal_length_batches(lengths: list[int], indices: list[int], batch_size: int
 def evaluate(cfg: DictConfig) -> dict:
     device = resolve_device(cfg.device)
     model = seqdiff.load(cfg.checkpoint, device=device)
+    if model.objective == "classifier":
+        raise ValueError(f"{cfg.checkpoint} is a classifier; bits/base needs a language model")
     tok = model.tokenizer
     if cfg.fasta is not None:
         # The reader comes from the config (a DNA one by default), so this module needs no domain import.
@@ -59,10 +61,11 @@ def evaluate(cfg: DictConfig) -> dict:
         source = f"{model.config['data'].get('genome', 'data')}:{cfg.split}"
     res = evaluate_likelihood(model.backbone, tok, _x0_batches(loader), objective=model.objective,
                               schedule=model.schedule, timestep_samples=int(cfg.timestep_samples),
-                              seed=int(cfg.seed), device=device)
+                              seed=int(cfg.seed), device=device, family=model.family)
     out = {"bits_per_base": res.bits_per_base, "stderr": res.stderr, "bits_per_token": res.bits_per_token,
            "tokens": res.tokens, "windows": res.windows, "timestep_samples": res.timestep_samples,
-           "objective": model.objective, "source": source, "checkpoint": str(cfg.checkpoint)}
+           "objective": model.family.name if model.family is not None else model.objective, "source": source,
+           "checkpoint": str(cfg.checkpoint)}
     if cfg.out is not None:
         path = Path(cfg.out)
     else:

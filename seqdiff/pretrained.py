@@ -58,9 +58,11 @@ class PretrainedSeqdiff(
     """
 
     def __init__(self, model: dict, backbone_init: dict, tokenizer: dict, objective: str,
-                 schedule: dict | None = None, train_config: dict | None = None) -> None:
+                 schedule: dict | None = None, train_config: dict | None = None, family: dict | None = None,
+                 classifier: dict | None = None) -> None:
         super().__init__()
-        meta = {"config": {**(train_config or {}), "model": model}, "tokenizer": tokenizer, "schedule": schedule}
+        meta = {"config": {**(train_config or {}), "model": model}, "tokenizer": tokenizer, "schedule": schedule,
+                "family": family, "classifier": classifier}
         if not is_trusted():  # config.json may come from anyone: build only seqdiff's own classes
             check_targets(meta, "config.json")
         self.backbone = instantiate(model, **backbone_init)
@@ -69,7 +71,8 @@ class PretrainedSeqdiff(
         """The same metadata a Lightning checkpoint carries in `checkpoint["seqdiff"]`."""
         c = self._hub_mixin_config
         return {"config": {**(c.get("train_config") or {}), "model": c["model"]}, "tokenizer": c["tokenizer"],
-                "objective": c["objective"], "backbone_init": c["backbone_init"], "schedule": c.get("schedule")}
+                "objective": c["objective"], "backbone_init": c["backbone_init"], "schedule": c.get("schedule"),
+                "family": c.get("family"), "classifier": c.get("classifier")}
 
 
 def save_pretrained(model: LoadedModel, directory: str | Path) -> Path:
@@ -78,7 +81,9 @@ def save_pretrained(model: LoadedModel, directory: str | Path) -> Path:
     config = dict(model.config)
     wrapped = PretrainedSeqdiff(
         model=config.pop("model"), backbone_init=model.backbone_init, tokenizer=model.tokenizer.config(),
-        objective=model.objective, schedule=model.schedule.config(), train_config=config)
+        objective=model.objective, schedule=model.schedule.config(), train_config=config,
+        family=None if model.family is None else {**model.family.config(), "classes": model.classes},
+        classifier=None if model.process is None else {"process": model.process.config(), "classes": model.classes})
     wrapped.backbone.load_state_dict(model.backbone.state_dict())
     directory.parent.mkdir(parents=True, exist_ok=True)
     # Write next to the target, then swap it in: a crash mid-save never leaves a half-written model folder.

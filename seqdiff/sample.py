@@ -17,6 +17,7 @@ import seqdiff
 from seqdiff import sampling
 from seqdiff.device import make_generator, resolve_device
 from seqdiff.io import atomic_write
+from seqdiff.sampling.families import FamilySampler
 
 log = logging.getLogger("seqdiff.sample")
 
@@ -24,7 +25,7 @@ log = logging.getLogger("seqdiff.sample")
 def sample(cfg: DictConfig) -> dict:
     device = resolve_device(cfg.device)
     model = seqdiff.load(cfg.checkpoint, device=device)
-    if model.objective != "mdlm":
+    if model.objective not in ("mdlm", "family"):
         raise ValueError(f"{cfg.checkpoint} is an '{model.objective}' model; scripts/sample.py samples "
                          "diffusion models")
     tok = model.tokenizer
@@ -33,7 +34,9 @@ def sample(cfg: DictConfig) -> dict:
     if length <= 0 or cfg.num_samples <= 0:
         raise ValueError(f"length and num_samples must be positive, got length={length}, num_samples={cfg.num_samples}")
     n_tokens = math.ceil(length / bpt)
-    sampler = sampling.AncestralSampler(model.schedule, num_steps=int(cfg.steps))
+    # MDLM: the ancestral sampler; other families (uniform noise, SEDD): their own reverse step
+    sampler = sampling.AncestralSampler(model.schedule, num_steps=int(cfg.steps)) if model.family is None \
+        else FamilySampler(model.family, num_steps=int(cfg.steps))
     g = make_generator(int(cfg.seed), device)  # on the model's device: every draw happens there
     records, nfe, t0 = [], 0, time.perf_counter()
     for start in range(0, cfg.num_samples, cfg.batch_size):

@@ -133,13 +133,15 @@ def test_compiled_design_checks_sequences():
 
 
 # ---- every sampler honours every constraint (property test) ---------------------------------------------------
-SAMPLERS = ["ancestral_cache", "ancestral_nocache", "remasking", "remasking_llada"]
+SAMPLERS = ["ancestral_cache", "ancestral_nocache", "remasking", "remasking_conf", "remasking_llada"]
 
 
 def _sampler(name: str, steps: int):
     if name.startswith("ancestral"):
         return AncestralSampler(num_steps=steps), name == "ancestral_cache"
-    return RemaskingSampler(num_steps=steps, eta=0.0 if name.endswith("llada") else 0.5, t_on=1.0, t_off=0.0), True
+    order = "random" if name == "remasking" else "confidence"  # the default, and LLaDA / ReMDM-conf
+    return RemaskingSampler(num_steps=steps, eta=0.0 if name.endswith("llada") else 0.5, t_on=1.0, t_off=0.0,
+                            unmask=order, remask=order), True
 
 
 @st.composite

@@ -21,9 +21,9 @@ from seqdiff.train import build_backbone
 from helpers import CHR20, ROOT, TINY_TRAIN_OVERRIDES, compose, run_script
 
 # Every config group and the command config it belongs to (a new group must be added here, see below).
-GROUPS = {"benchmark": "benchmark", "callbacks": "train", "data": "train", "experiment": "train", "logger": "train",
-          "model": "train", "noise": "train", "objective": "train", "profile": "finetune", "sampler": "design",
-          "task": "finetune", "tokenizer": "train", "trainer": "train"}
+GROUPS = {"benchmark": "benchmark", "callbacks": "train", "data": "train", "experiment": "train", "guide": "design",
+          "logger": "train", "model": "train", "noise": "train", "objective": "train", "profile": "finetune",
+          "sampler": "design", "task": "finetune", "tokenizer": "train", "trainer": "train"}
 
 
 def _options(group: str) -> list[str]:
@@ -66,13 +66,16 @@ def test_every_config_group_composes_and_instantiates(group, option, tmp_path):
             assert cfg.seeds
         elif group == "task":
             assert cfg.task._target_.startswith("seqdiff.dna.downstream")
+        elif group == "guide":
+            assert cfg.guide._target_.startswith("seqdiff.sampling.guidance.")
         return
     tok = instantiate(cfg.tokenizer)  # fitted tokenizers (BPE, table) have no vocabulary until fit
     assert tok.config()["_target_"] == cfg.tokenizer._target_
     if group == "model":
         backbone, init = build_backbone(cfg.model, NucleotideTokenizer(), 64)
         x = torch.randint(0, 4, (2, 64))
-        assert backbone(x, torch.rand(2)).shape == (2, 64, backbone.vocab_size)
+        want = (2, backbone.num_classes) if hasattr(backbone, "classify") else (2, 64, backbone.vocab_size)
+        assert backbone(x, torch.rand(2)).shape == want  # a noisy classifier (model=classifier) gives class logits
     elif group in ("noise",):
         s = instantiate(cfg.noise)
         assert 0 < float(s.alpha(torch.tensor(0.5))) < 1

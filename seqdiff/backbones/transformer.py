@@ -140,7 +140,9 @@ class Transformer(nn.Module):
             t = torch.zeros(batch_size, device=device)
         return self.cond(timestep_embedding(t.to(device), self.d_cond))  # (B, d_cond)
 
-    def forward(self, x: Tensor, t: Tensor | None = None, kv_caches: list[dict] | None = None) -> Tensor:
+    def forward(self, x: Tensor, t: Tensor | None = None, kv_caches: list[dict] | None = None,
+                cond: Tensor | None = None) -> Tensor:
+        """cond: optional (B, d_cond) added to the time conditioning (class labels: backbones/conditional.py)."""
         B, L = x.shape
         offset = 0 if kv_caches is None else kv_caches[0].get("len", 0)
         if offset + L > self.max_len:
@@ -149,6 +151,8 @@ class Transformer(nn.Module):
         if self.pos is not None:
             h = h + self.pos.weight[offset : offset + L]
         c = self.conditioning(t, B, x.device)
+        if cond is not None:
+            c = c + cond
         for i, block in enumerate(self.blocks):
             h = block(h, c, self.rotary, None if kv_caches is None else kv_caches[i])
         if kv_caches is not None:

@@ -19,11 +19,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from seqdiff.checkpoint import load as load_model
 from seqdiff.device import make_generator, resolve_device
+from seqdiff.diffusion.families import family_of
 from seqdiff.dna.metrics import gc_content
 from seqdiff.dna.spec import CompiledDesign, design_from_options
 from seqdiff.evaluation.likelihood import nelbo_bits_per_base
 from seqdiff.io import atomic_write
 from seqdiff.sampling import sample
+from seqdiff.sampling.families import FamilySampler
 
 
 def compile_design(cfg: DictConfig, generator: torch.Generator | None = None) -> CompiledDesign:
@@ -41,14 +43,14 @@ def design(cfg: DictConfig) -> dict:
     g = make_generator(int(cfg.seed), device)  # on the model's device: every draw happens there
     first = compile_design(cfg, g)  # every contradiction surfaces here, before loading the model
     model = load_model(cfg.checkpoint, device=device)
-    if model.objective != "mdlm":
+    if model.objective not in ("mdlm", "family"):
         raise ValueError(f"{cfg.checkpoint} is an '{model.objective}' model; design needs a diffusion model")
     tok = model.tokenizer
     bpt = int(getattr(tok, "bases_per_token", 1))
     if not hasattr(tok, "complement_ids"):
         raise ValueError(f"{cfg.checkpoint} was not trained on DNA (tokenizer {tok!r})")
     first.constraints(tok)  # the tokenizer can express the design (k-mer models need length % k == 0)
-    sampler = instantiate(cfg.sampler, schedule=model.schedule)
+    sampler = design_sampler(cfg, model)
     resample_motif = cfg.motif is not None and cfg.motif_mode == "sample"
 
     records, rows, nfe, t0 = [], [], 0, time.perf_counter()
@@ -65,7 +67,7 @@ def design(cfg: DictConfig) -> dict:
                          stride=cfg.stride, progress=bool(cfg.progress))
             nfe += out.nfe
             bits = nelbo_bits_per_base(model.backbone, out.tokens, model.schedule, tok.mask_id, tok.pad_id, bpt,
-                                       int(cfg.nelbo_samples), g)
+                                       int(cfg.nelbo_samples), g, model.family)
             for ids, bpb in zip(out.tokens, bits.tolist(), strict=True):
                 rows.append(_row(len(rows), tok.decode(ids), compiled, bpb))
     seconds = time.perf_counter() - t0
@@ -85,9 +87,29 @@ def design(cfg: DictConfig) -> dict:
                "satisfied": sum(r["constraints"] == "ok" for r in rows) / len(rows),
                "mean_bits_per_base": sum(r["bits_per_base"] for r in rows) / len(rows),
                "network_calls": nfe, "seconds": round(seconds, 3),
-               "sampler": OmegaConf.to_container(cfg.sampler)["_target_"], "checkpoint": str(cfg.checkpoint)}
+               "sampler": OmegaConf.to_container(cfg.sampler)["_target_"], "checkpoint": str(cfg.checkpoint),
+               "guide": None if cfg.guide is None else OmegaConf.to_container(cfg.guide)["_target_"],
+               "class": cfg["class"], "guidance_scale": float(cfg.guidance_scale) if cfg.guide is not None else None}
     print(json.dumps(summary))
     return summary
+
+
+def design_sampler(cfg: DictConfig, model):
+    """MDLM without guidance: cfg.sampler as configured. Other families (uniform noise, SEDD) and guided design:
+    the family's own reverse step (`FamilySampler`) with cfg.sampler.num_steps and the guide."""
+    if model.family is None and cfg.guide is None:
+        return instantiate(cfg.sampler, schedule=model.schedule)
+    if cfg.sampler["_target_"] != "seqdiff.sampling.AncestralSampler":
+        raise ValueError(f"sampler={cfg.sampler['_target_']} works only for unguided MDLM checkpoints; guided or "
+                         "non-MDLM design uses sampler=ancestral (the family's own reverse step)")
+    guide = None
+    if cfg.guide is not None:
+        if cfg["class"] is None:
+            raise ValueError("guide=... needs class=NAME (the class to design for)")
+        # a partial, so the loaded model is passed as is (instantiate would try to turn dataclasses into configs)
+        guide = instantiate(cfg.guide, _partial_=True)(denoiser=model, class_name=cfg["class"],
+                                                       scale=float(cfg.guidance_scale))
+    return FamilySampler(family_of(model), num_steps=int(cfg.sampler.num_steps), guide=guide)
 
 
 def _row(i: int, seq: str, compiled: CompiledDesign, bits_per_base: float) -> dict:

@@ -51,7 +51,8 @@ def results_dna(cfg: DictConfig) -> dict:
         metrics = json.loads((run / "metrics.json").read_text()) if (run / "metrics.json").is_file() else {}
         res = evaluate_likelihood(model.backbone, model.tokenizer, test.split(int(cfg.batch_size)),
                                   objective=model.objective, schedule=model.schedule,
-                                  timestep_samples=int(cfg.timestep_samples), seed=int(cfg.seed))
+                                  timestep_samples=int(cfg.timestep_samples), seed=int(cfg.seed),
+                                  family=model.family)
         rows.append({
             "run": str(run), "objective": model.objective, "model": model.config["model"]["_target_"],
             "parameters": sum(p.numel() for p in model.backbone.parameters()),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -42,6 +43,7 @@ def evaluate_likelihood(
     seed: int = 0,
     progress: bool = True,
     device: torch.device | str = "cpu",
+    family: Any = None,
 ) -> LikelihoodResult:
     """Bits per base over windows x0 (each batch LongTensor[B, L]): nats and real bases summed over all windows,
     then divided (so a short window weighs by its length, not as much as a full one). Bases are counted per
@@ -50,7 +52,8 @@ def evaluate_likelihood(
 
     For MDLM every window is scored with `timestep_samples` antithetic draws of t, so the reported
     standard error covers both window-to-window and Monte Carlo variance. The generator stays on the CPU so
-    a seed gives the same timesteps on any device.
+    a seed gives the same timesteps on any device. `family` (a seqdiff.diffusion.families.Family: uniform
+    noise, score entropy) replaces the MDLM NELBO by its own.
     """
     g = torch.Generator(device="cpu").manual_seed(seed)
     token_bases = getattr(tokenizer, "token_bases", None)
@@ -67,7 +70,8 @@ def evaluate_likelihood(
             if schedule is None:
                 raise ValueError("an MDLM likelihood needs the model's noise schedule")
             nats = torch.zeros(x0.shape, device=device)
-            for draw in nelbo_draws(backbone, x0, schedule, tokenizer.mask_id, mask, timestep_samples, g, shuffle=True):
+            for draw in nelbo_draws(backbone, x0, schedule, tokenizer.mask_id, mask, timestep_samples, g, shuffle=True,
+                                    family=family):
                 nats += draw
             nats /= timestep_samples
         win_nats.append(nats.double().sum(-1).cpu())
@@ -89,25 +93,29 @@ def evaluate_likelihood(
 
 def nelbo_draws(backbone: nn.Module, x0: Tensor, schedule: Schedule, mask_id: int, loss_mask: Tensor,
                 timestep_samples: int, generator: torch.Generator | None = None, shuffle: bool = False,
-                noise_generator: torch.Generator | None = None) -> Iterator[Tensor]:
+                noise_generator: torch.Generator | None = None, family: Any = None) -> Iterator[Tensor]:
     """Per-token NELBO nats (B, L) of x0 (B, L) for each of `timestep_samples` antithetic draws of t (drawn
-    with `generator`, in a random order across the batch if `shuffle`); the masks come from `noise_generator`.
-    Generators may live on the CPU or on x0's device: draws happen on the generator's device (seqdiff.device)."""
+    with `generator`, in a random order across the batch if `shuffle`); the noise comes from `noise_generator`.
+    Generators may live on the CPU or on x0's device: draws happen on the generator's device (seqdiff.device).
+    `family` (seqdiff.diffusion.families.Family) scores with that family's NELBO instead of MDLM's."""
     B = x0.shape[0]
     t_all = sample_t(B * timestep_samples, generator=generator, antithetic=True, eps=schedule.eps, device=x0.device)
     if shuffle:
         t_all = t_all[randperm(len(t_all), generator, t_all.device)]
     for t in t_all.view(timestep_samples, B):
-        yield mdlm_nelbo(backbone, x0, schedule, t, mask_id, loss_mask, generator=noise_generator)
+        if family is not None:
+            yield family.nelbo(backbone, x0, t, loss_mask, generator=noise_generator)
+        else:
+            yield mdlm_nelbo(backbone, x0, schedule, t, mask_id, loss_mask, generator=noise_generator)
 
 
 @torch.no_grad()
 def nelbo_bits_per_base(backbone: nn.Module, tokens: Tensor, schedule: Schedule, mask_id: int, pad_id: int,
                         bases_per_token: int = 1, timestep_samples: int = 16,
-                        generator: torch.Generator | None = None) -> Tensor:
+                        generator: torch.Generator | None = None, family: Any = None) -> Tensor:
     """(B,) MDLM NELBO bits/base of each sequence (B, L), scored window by window (the model's max_len),
     `timestep_samples` antithetic draws of t per window; a short last window is padded and the pad ignored.
-    Computed on the tokens' device; returned on the CPU."""
+    Computed on the tokens' device; returned on the CPU. `family` scores with that family's NELBO instead."""
     B, L = tokens.shape
     W = int(getattr(backbone, "max_len", L))
     nats = torch.zeros(B, dtype=torch.float64, device=tokens.device)
@@ -118,7 +126,7 @@ def nelbo_bits_per_base(backbone: nn.Module, tokens: Tensor, schedule: Schedule,
             x0 = torch.cat([x0, x0.new_full((B, W - x0.shape[1]), pad_id)], dim=1)
         keep = x0 != pad_id
         for draw in nelbo_draws(backbone, x0, schedule, mask_id, keep, timestep_samples, generator,
-                                noise_generator=generator):
+                                noise_generator=generator, family=family):
             nats += draw.sum(-1).double()
         counted += keep.sum(-1).double() * timestep_samples
     return (nats / counted / LN2 / bases_per_token).float().cpu()

@@ -63,6 +63,16 @@ def denoise(
     return SampleOutput(tokens=x, nfe=nfe, steps=steps)
 
 
+def _denoise(backbone: nn.Module, sampler, x: Tensor, mask_id: int, constraints: Constraints | None,
+             generator: torch.Generator | None, cache: bool, progress: bool) -> SampleOutput:
+    """Samplers of other noise processes own their reverse loop (`sampler.denoise`, seqdiff.sampling.families);
+    MDLM samplers run in `denoise` above."""
+    own = getattr(sampler, "denoise", None)
+    if own is not None:
+        return own(backbone, x, mask_id, constraints, generator, cache, progress)
+    return denoise(backbone, sampler, x, mask_id, constraints, generator, cache, progress)
+
+
 @torch.no_grad()
 def sample(
     backbone: nn.Module,
@@ -92,13 +102,13 @@ def sample(
     window = _window(backbone) or length
     if length <= window:
         x = constraints.initial(num_samples, mask_id)
-        return denoise(backbone, sampler, x, mask_id, constraints, generator, cache, progress)
+        return _denoise(backbone, sampler, x, mask_id, constraints, generator, cache, progress)
 
     stride = stride or window // 2
     if not 0 < stride <= window:
         raise ValueError(f"semi-autoregressive stride must be in (0, window={window}], got {stride}")
-    out = denoise(backbone, sampler, constraints.slice(0, window).initial(num_samples, mask_id), mask_id,
-                  constraints.slice(0, window), generator, cache, progress)
+    out = _denoise(backbone, sampler, constraints.slice(0, window).initial(num_samples, mask_id), mask_id,
+                   constraints.slice(0, window), generator, cache, progress)
     x, nfe, steps = out.tokens, out.nfe, out.steps
     blocks = range(window, length, stride)
     for start in tqdm(blocks, desc="semi-AR blocks", disable=not progress, leave=False):
@@ -109,7 +119,7 @@ def sample(
         fixed = block_c.fixed.unsqueeze(0).expand(num_samples, -1).clone()
         fixed[:, : start - ctx_start] = context
         xb = torch.where(fixed >= 0, fixed, torch.full_like(fixed, mask_id))
-        ob = denoise(backbone, sampler, xb, mask_id, block_c, generator, cache, progress)
+        ob = _denoise(backbone, sampler, xb, mask_id, block_c, generator, cache, progress)
         x = torch.cat([x, ob.tokens[:, start - ctx_start :]], dim=1)
         nfe, steps = nfe + ob.nfe, steps + ob.steps
     return SampleOutput(tokens=x, nfe=nfe, steps=steps)

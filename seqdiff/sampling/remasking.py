@@ -1,14 +1,31 @@
-"""Low-confidence remasking sampler (LLaDA-style unmasking order + ReMDM-style remasking).
+"""Remasking sampler: ReMDM-style remasking of decoded tokens, with random (default) or LLaDA-style
+confidence-ordered choices of which tokens to unmask and remask.
 
 Same contract as `AncestralSampler`: `timesteps(device)` and `step(log_p_x0, xt, t, s, mask_id, generator)`,
 driven by `seqdiff.sampling.sample` / `denoise`. Each step from t to s:
 
 1. draw x0 ~ p(x0 | xt) at every masked position and note its probability (the confidence);
-2. unmask the k most confident draws (LLaDA's "low-confidence remasking": the least confident draws go
-   back to mask), where k keeps the masked fraction on the schedule, (1 - alpha(s)) of the free positions;
-3. remask r already decoded tokens, those whose confidence *when they were decoded* was lowest
-   (ReMDM-conf), with r ~ sigma_t * (#decoded), sigma_t = min(eta, (1 - alpha_s) / alpha_t) (ReMDM-cap).
-   Remasked tokens are predicted again, now with more context. eta = 0 gives pure LLaDA decoding.
+2. unmask k of the masked positions, where k keeps the masked fraction on the schedule, (1 - alpha(s)) of
+   the free positions: a uniformly random k-subset (`unmask="random"`, the MDLM/ReMDM posterior with the
+   count fixed) or the k most confident draws (`unmask="confidence"`, LLaDA's low-confidence remasking);
+3. remask r already decoded tokens, r ~ sigma_t * (#decoded), sigma_t = min(eta, (1 - alpha_s) / alpha_t)
+   (ReMDM-cap), only while t_off <= t <= t_on: a uniformly random r-subset (`remask="random"`, ReMDM-cap) or
+   those whose confidence when decoded was lowest (`remask="confidence"`, ReMDM-conf). Remasked tokens are
+   predicted again, with more context. eta = 0 disables remasking.
+
+Why the default is random. Both confidence rules are mode-seeking: ranking positions by the
+probability of the token drawn there selects, at every step, the positions whose draw was the likeliest
+base in its context, and remasking the least likely ones redraws exactly the tokens that make a sequence
+diverse. The output distribution is tilted towards high-likelihood, low-complexity sequence. On text that
+trade (like a lower temperature) helps; DNA is high-entropy (~1.9 bits/base: per-position distributions are
+flat and the likeliest sequences are A/T runs), so it collapses. With an *exact* denoiser (a Markov chain's
+posterior, `seqdiff.dna.markov_oracle`), 8 steps, 256 bp, LLaDA ordering gives GC 4% and a per-sequence
+3-mer entropy of 1.4 bits (real DNA: 44%, 5.5 bits; ancestral: 43%, 5.7); temperature 2 does not help (the
+ranking still favours the majority base); confidence remasking alone (random unmasking) drifts the same way,
+faster with larger eta and more steps. Random unmasking and random remasking keep the marginals (ReMDM's
+sigma_t does not depend on the tokens) and match ancestral sampling. `scripts/benchmark_remasking.py`
+reproduces this (docs/families.md). Do not use the confidence rules for DNA or wherever sample diversity
+is the goal.
 
 Never remasked: any token that was already unmasked at the first step of a trajectory. That covers the
 fixed tokens of `Constraints` (written by the loop before the first step), the context of a
@@ -44,18 +61,27 @@ def _top_k_mask(scores: Tensor, k: Tensor) -> Tensor:
     return (ranks < k[:, None]) & torch.isfinite(scores)
 
 
-class RemaskingSampler(GridSampler):
-    """Confidence-ordered unmasking with low-confidence remasking (LLaDA / ReMDM) on `num_steps` steps.
+ORDERS = ("random", "confidence")
 
-    eta: remasking strength (the ReMDM-cap sigma), 0 disables remasking. remask_window: remask only while
-    t is in [t_off, t_on] (ReMDM remasks in the middle of the trajectory, not at the very start or end).
+
+class RemaskingSampler(GridSampler):
+    """Unmasking on the schedule with ReMDM-cap remasking, on `num_steps` steps.
+
+    eta: remasking strength (the ReMDM-cap sigma), 0 disables remasking. t_on, t_off: remask only while t is
+    in [t_off, t_on] (ReMDM remasks in the middle of the trajectory, not at the very start or end).
     temperature: applied to the log-probs before drawing and scoring (1 = the model's distribution).
+    unmask, remask: "random" (distribution-preserving, the default) or "confidence" (LLaDA / ReMDM-conf:
+    mode-seeking, collapses DNA to low-complexity repeats; see the module docstring).
     """
 
     def __init__(self, schedule: Schedule | None = None, num_steps: int = 128, eta: float = 0.05,
                  t_on: float = 0.9, t_off: float = 0.1, temperature: float = 1.0,
-                 fixed: Tensor | Constraints | None = None) -> None:
+                 fixed: Tensor | Constraints | None = None, unmask: str = "random",
+                 remask: str = "random") -> None:
         super().__init__(num_steps)
+        if unmask not in ORDERS or remask not in ORDERS:
+            raise ValueError(f"unmask and remask must be one of {ORDERS}, got {unmask!r}, {remask!r}")
+        self.unmask, self.remask = unmask, remask
         if not 0.0 <= eta <= 1.0:
             raise ValueError(f"eta must be in [0, 1], got {eta}")
         if not 0.0 <= t_off <= t_on <= 1.0:
@@ -79,6 +105,11 @@ class RemaskingSampler(GridSampler):
             frozen = frozen | self.fixed.to(xt.device)
         self._frozen = frozen
         self._conf = torch.ones(xt.shape, dtype=torch.float64, device=xt.device)
+
+    @staticmethod
+    def _uniform(shape, generator: torch.Generator | None, device) -> Tensor:
+        """i.i.d. U(0, 1) scores: top-k of them is a uniformly random k-subset."""
+        return rand(shape, generator, device, torch.float64)
 
     def step(self, log_p_x0: Tensor, xt: Tensor, t: float, s: float, mask_id: int,
              generator: torch.Generator | None = None) -> Tensor:
@@ -109,10 +140,12 @@ class RemaskingSampler(GridSampler):
         if self.eta > 0 and s > 0 and self.t_off <= t <= self.t_on and a_t > 0:
             sigma = min(self.eta, (1.0 - a_s) / a_t)
             r = torch.minimum(_stochastic_round(sigma * decoded.sum(-1).double(), generator), target)
-        remask = _top_k_mask(torch.where(decoded, -conf, -torch.inf), r)
+        rem_score = -conf if self.remask == "confidence" else self._uniform(conf.shape, generator, conf.device)
+        remask = _top_k_mask(torch.where(decoded, rem_score, -torch.inf), r)
 
         k = n_masked - target + r  # unmask k so that masked count becomes target after remasking r
-        unmask = _top_k_mask(torch.where(masked, p_x0, -torch.inf), k)
+        un_score = p_x0 if self.unmask == "confidence" else self._uniform(p_x0.shape, generator, p_x0.device)
+        unmask = _top_k_mask(torch.where(masked, un_score, -torch.inf), k)
 
         x = torch.where(unmask, x0, xt)
         x = torch.where(remask, torch.full_like(x, mask_id), x)

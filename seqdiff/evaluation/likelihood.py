@@ -62,7 +62,7 @@ def evaluate_likelihood(
             t_all = sample_t(B * timestep_samples, generator=g, antithetic=True, eps=schedule.eps).to(device)
             t_all = t_all[torch.randperm(len(t_all), generator=g)].view(timestep_samples, B)
             for k in range(timestep_samples):
-                nats += mdlm_nelbo(backbone, x0, schedule, t_all[k], tokenizer.mask_id, mask, generator=None)
+                nats += mdlm_nelbo(backbone, x0, schedule, t_all[k], tokenizer.mask_id, mask, generator=g)
             nats /= timestep_samples
         n = mask.sum(-1).clamp_min(1)
         per_window.append((nats.sum(-1) / n).cpu())

@@ -35,3 +35,10 @@ def atomic_write(path: str | Path, mode: str = "w", encoding: str | None = "utf-
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def atomic_savefig(fig, path: str | Path, **kwargs) -> None:
+    """`fig.savefig` through `atomic_write` (format from the suffix)."""
+    path = Path(path)
+    with atomic_write(path, "wb") as f:
+        fig.savefig(f, format=path.suffix.lstrip(".") or "png", **kwargs)

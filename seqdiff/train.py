@@ -18,6 +18,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from seqdiff.callbacks import LearningCurve
 from seqdiff.io import atomic_write
 from seqdiff.precision import probe, resolve_training_precision
 from seqdiff.reliability import AtomicCheckpointIO, StepSeed, check_config_types
@@ -104,6 +105,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
          "train_tokens_per_second": tokens / fit_seconds if fit_seconds > 0 and not ckpt_path else math.nan,
          "precision": str(trainer.precision)}
     )
+    clock = [c for c in callbacks if isinstance(c, LearningCurve)]
+    if clock:  # training seconds only (no start-up, validation, checkpoints); continues across resumes
+        metrics["train_seconds"] = clock[0].train_seconds
     if str(cfg.trainer.get("precision")) == "auto":
         metrics["precision_probe"] = probe(str(trainer.strategy.root_device.type)).as_dict()  # type: ignore
     if cfg.get("run_test", False):

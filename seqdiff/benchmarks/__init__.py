@@ -1,0 +1,1 @@
+"""Benchmarks: scripts that train, time and compare (never imported by the library itself)."""

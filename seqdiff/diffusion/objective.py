@@ -34,6 +34,8 @@ def mdlm_nelbo(
     mask_id: int,
     loss_mask: Tensor | None = None,
     generator: torch.Generator | None = None,
+    soft_targets: Tensor | None = None,
+    soft_weight: float = 0.0,
 ) -> Tensor:
     """Per-token continuous-time NELBO terms in nats, (B, L); zero where loss_mask is False or unmasked.
 
@@ -47,7 +49,11 @@ def mdlm_nelbo(
     # Only masked positions carry loss; gather -log p(x0) from the raw logits (SUBS zeroes the mask logit).
     logits = logits.float()
     logits[..., mask_id] = -torch.inf
-    nll = -logits.log_softmax(-1).gather(-1, x0.unsqueeze(-1)).squeeze(-1)  # (B, L)
+    log_p = logits.log_softmax(-1)
+    nll = -log_p.gather(-1, x0.unsqueeze(-1)).squeeze(-1)  # (B, L)
+    if soft_targets is not None and soft_weight > 0:  # training only: see seqdiff.data.teacher
+        soft = -(soft_targets.float() * log_p[..., : soft_targets.shape[-1]]).sum(-1)
+        nll = (1.0 - soft_weight) * nll + soft_weight * soft
     masked = (xt == mask_id) & loss_mask
     weight = schedule.loss_weight(t)[:, None]  # (B, 1)
     return torch.where(masked, weight * nll, torch.zeros_like(nll))

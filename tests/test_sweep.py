@@ -26,3 +26,23 @@ def test_sweep_two_points_end_to_end(tmp_path):
     before = (out / "runs" / "lr_low" / "metrics.json").stat().st_mtime_ns
     sweep(cfg)
     assert (out / "runs" / "lr_low" / "metrics.json").stat().st_mtime_ns == before
+
+
+def test_profile_step_tables_on_the_fixture(tmp_path):
+    from seqdiff.benchmarks.profile_step import profile_step
+
+    tiny = ["data.genome=null", "data.fasta=tests/fixtures/chr20_300kb.fa", "data.gap=1000", "data.window=128",
+            "data.batch_size=4", "model.d_model=32", "model.n_layers=1", "model.n_heads=2", "model.d_cond=32"]
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    from tests.conftest import REPO
+
+    with initialize_config_dir(str(REPO / "configs"), version_base="1.3"):
+        cfg = hydra_compose("profile_step", [f"overrides={tiny}".replace("'", '"'), "warmup=1", "steps=1",
+                                             "profiled_steps=1", "top=3", f"out={tmp_path / 'prof'}"])
+        res = profile_step(cfg)
+    assert set(res["precisions"]) == {"fp32", "bf16"} and res["tokens_per_step"] == 4 * 128
+    for p in res["precisions"].values():
+        assert p["tokens_per_second"] > 0 and len(p["top_ops"]) == 3
+    assert "| operator |" in (tmp_path / "prof.md").read_text()

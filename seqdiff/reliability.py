@@ -202,6 +202,12 @@ def _skips_on_device(optimizer: Any) -> bool:
 
 
 # ---- config types -----------------------------------------------------------------------------------------------
+# Values that are not the target's own but that seqdiff resolves before instantiating it.
+SEQDIFF_VALUES: dict[tuple[str, str], tuple[Any, ...]] = {
+    ("lightning.Trainer", "precision"): ("auto",),  # seqdiff.precision.resolve_training_precision
+}
+
+
 def check_config_types(cfg: Any, where: str = "") -> None:
     """Check every `_target_` node's values against the target's annotated parameter types, before anything is
     built: `trainer.max_steps=abc` fails as one clear line naming the key, not deep inside Lightning or torch.
@@ -230,6 +236,8 @@ def check_config_types(cfg: Any, where: str = "") -> None:
             check_config_types(value, path)
             continue
         hint = hints.get(str(key))
+        if value in SEQDIFF_VALUES.get((str(target), str(key)), ()):
+            continue  # a value seqdiff resolves before the target sees it
         if hint is not None and not _matches(value, hint):
             raise ValueError(f"config {path}={value!r}: expected {_hint_name(hint)}, got {type(value).__name__} "
                              f"(parameter of {target})")

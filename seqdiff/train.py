@@ -18,8 +18,10 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from seqdiff.callbacks import LearningCurve
 from seqdiff.checkpoint import SAFE_GLOBALS, is_trusted, read_checkpoint
 from seqdiff.io import atomic_write
+from seqdiff.precision import probe, resolve_training_precision
 from seqdiff.reliability import AtomicCheckpointIO, StepSeed, check_config_types
 
 log = logging.getLogger("seqdiff.train")
@@ -41,6 +43,13 @@ def build_module(cfg: DictConfig, backbone: torch.nn.Module, tokenizer: Any) -> 
     if "schedule" in inspect.signature(target).parameters:
         kwargs["schedule"] = instantiate(cfg.noise)
     return instantiate(cfg.objective, **kwargs)
+
+
+def build_trainer(cfg_trainer: Any, **kwargs: Any) -> L.Trainer:
+    """Instantiate cfg.trainer; `precision: auto` is resolved by measurement (seqdiff.precision)."""
+    precision = resolve_training_precision(cfg_trainer.get("precision", "32-true"),
+                                           str(cfg_trainer.get("accelerator", "cpu")))
+    return instantiate(cfg_trainer, precision=precision, **kwargs)
 
 
 def _every_n(callbacks: list) -> int:
@@ -83,8 +92,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     # Always on, for exact resume: noise drawn per batch from (seed, rank, batch index), so a resumed run matches an
     # uninterrupted one; checkpoints written to a temp file and renamed, so a kill mid-save keeps last.ckpt.
     callbacks.append(StepSeed(cfg.seed))
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger,
-                                     plugins=[AtomicCheckpointIO()])
+    trainer = build_trainer(cfg.trainer, callbacks=callbacks, logger=logger, plugins=[AtomicCheckpointIO()])
 
     last = run_dir / "checkpoints" / "last.ckpt"
     ckpt_path = str(last) if cfg.get("resume", True) and last.is_file() else None
@@ -108,8 +116,14 @@ def train(cfg: DictConfig) -> dict[str, float]:
               * trainer.world_size)
     metrics.update(
         {"global_step": steps, "fit_seconds": fit_seconds, "parameters": n_params,
-         "train_tokens_per_second": tokens / fit_seconds if fit_seconds > 0 and not ckpt_path else math.nan}
+         "train_tokens_per_second": tokens / fit_seconds if fit_seconds > 0 and not ckpt_path else math.nan,
+         "precision": str(trainer.precision)}
     )
+    clock = [c for c in callbacks if isinstance(c, LearningCurve)]
+    if clock:  # training seconds only (no start-up, validation, checkpoints); continues across resumes
+        metrics["train_seconds"] = clock[0].train_seconds
+    if str(cfg.trainer.get("precision")) == "auto":
+        metrics["precision_probe"] = probe(str(trainer.strategy.root_device.type)).as_dict()  # type: ignore
     if cfg.get("run_test", False):
         out = trainer.test(module, datamodule=datamodule, verbose=False)
         metrics.update({k: float(v) for k, v in (out[0] if out else {}).items()})

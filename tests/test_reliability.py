@@ -86,8 +86,8 @@ def nan_at_step(monkeypatch):
     """Make the loss of the batch at optimizer step N NaN (as a diverging model would)."""
     orig = DiffusionLM.token_nats
 
-    def token_nats(self, backbone, x0):
-        nats = orig(self, backbone, x0)
+    def token_nats(self, backbone, x0, q=None):
+        nats = orig(self, backbone, x0, q)
         return nats * math.nan if self.training and self.trainer.global_step == N else nats
 
     monkeypatch.setattr(DiffusionLM, "token_nats", token_nats)

@@ -16,14 +16,14 @@ from seqdiff.checkpoint import CheckpointError, check_tokenizer
 from seqdiff.diffusion import DiffusionLM
 from seqdiff.dna.tokenizer import KmerTokenizer, NucleotideTokenizer
 from seqdiff.noise import LogLinearSchedule
-from seqdiff.train import build_backbone
+from seqdiff.train import build_backbone, build_trainer
 
 from helpers import CHR20, ROOT, TINY_TRAIN_OVERRIDES, compose, run_script
 
 # Every config group and the command config it belongs to (a new group must be added here, see below).
 GROUPS = {"benchmark": "benchmark", "callbacks": "train", "data": "train", "experiment": "train", "guide": "design",
           "logger": "train", "model": "train", "noise": "train", "objective": "train", "profile": "finetune",
-          "sampler": "design", "task": "finetune", "tokenizer": "train", "trainer": "train"}
+          "sampler": "design", "sweep": "sweep", "task": "finetune", "tokenizer": "train", "trainer": "train"}
 
 
 def _options(group: str) -> list[str]:
@@ -49,7 +49,7 @@ def test_every_config_group_composes_and_instantiates(group, option, tmp_path):
     given to it (no YAML key the code ignores); the cheap ones are built and used."""
     run_dir = tmp_path if GROUPS[group] in ("train", "finetune") else None
     cfg = compose(GROUPS[group], [f"{group}={option}"], run_dir=run_dir)
-    node = OmegaConf.to_container(cfg if group in ("experiment", "profile") else cfg[group])
+    node = OmegaConf.to_container(cfg if group in ("experiment", "profile", "sweep") else cfg[group])
     for spec in _targets(node):
         params = inspect.signature(get_object(spec["_target_"])).parameters
         takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
@@ -68,6 +68,10 @@ def test_every_config_group_composes_and_instantiates(group, option, tmp_path):
             assert cfg.task._target_.startswith("seqdiff.dna.downstream")
         elif group == "guide":
             assert cfg.guide._target_.startswith("seqdiff.sampling.guidance.")
+        elif group == "sweep":  # every point's overrides compose into a training config, as the sweep runs them
+            assert cfg.points and cfg.budget_seconds > 0
+            for point in cfg.points.values():
+                assert compose("train", [*cfg.base, *point], run_dir=tmp_path).model._target_
         return
     tok = instantiate(cfg.tokenizer)  # fitted tokenizers (BPE, table) have no vocabulary until fit
     assert tok.config()["_target_"] == cfg.tokenizer._target_
@@ -80,7 +84,7 @@ def test_every_config_group_composes_and_instantiates(group, option, tmp_path):
         s = instantiate(cfg.noise)
         assert 0 < float(s.alpha(torch.tensor(0.5))) < 1
     elif group in ("trainer",) and option.startswith(("cpu", "ddp_cpu")):
-        assert instantiate(cfg.trainer, logger=False, enable_checkpointing=False)
+        assert build_trainer(cfg.trainer, logger=False, enable_checkpointing=False)
     elif group == "callbacks":
         assert all(instantiate(c) is not None for c in cfg.callbacks.values())
     elif group == "data" and cfg.data._target_.endswith("GenomeDataModule"):

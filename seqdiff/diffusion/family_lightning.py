@@ -99,7 +99,8 @@ class FamilyLM(_LabelsMixin, SequenceLM):
             y = torch.where(drop, torch.full_like(y, self.backbone.num_classes), y)
         return y
 
-    def token_nats(self, backbone: nn.Module, x0: Tensor) -> Tensor:
+    def token_nats(self, backbone: nn.Module, x0: Tensor, q: Tensor | None = None) -> Tensor:
+        """q (the count teacher's soft targets) is for MDLM only and ignored here."""
         t = sample_t(x0.shape[0], antithetic=self.antithetic, eps=self.schedule.eps, device=x0.device)
         return self.family.nelbo(backbone, x0, t, self.loss_mask(x0), labels=self._train_labels())
 

@@ -56,22 +56,23 @@ class SequenceLM(L.LightningModule):
         self.backbone_init: dict = {}  # kwargs the backbone was built with beyond its config (vocab_size, ...)
 
     # ---- loss ---------------------------------------------------------------------------------------------
-    def token_nats(self, backbone: nn.Module, x0: Tensor) -> Tensor:  # (B, L) nats, 0 on ignored tokens
+    def token_nats(self, backbone: nn.Module, x0: Tensor, q: Tensor | None = None) -> Tensor:
+        """(B, L) nats, 0 on ignored tokens; q: optional soft targets (B, L, 5) for training."""
         raise NotImplementedError
 
     def loss_mask(self, x0: Tensor) -> Tensor:
         return x0 != self.tokenizer.pad_id
 
-    def _mean_nats(self, backbone: nn.Module, x0: Tensor) -> tuple[Tensor, Tensor]:
+    def _mean_nats(self, backbone: nn.Module, x0: Tensor, q: Tensor | None = None) -> tuple[Tensor, Tensor]:
         mask = self.loss_mask(x0)
-        nats = self.token_nats(backbone, x0)
+        nats = self.token_nats(backbone, x0, q)
         n = mask.sum().clamp_min(1)
         return nats.sum() / n, n
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         # No host syncs per step: logged on_step only, so no batch_size is needed (an int(n) would wait
         # for the GPU), and the LR is a CPU tensor (a Python float becomes a host-to-device copy).
-        loss, _ = self._mean_nats(self.backbone, batch["x0"])
+        loss, _ = self._mean_nats(self.backbone, batch["x0"], batch.get("q"))
         self.log("train/loss", loss, prog_bar=True)
         self.log("train/bpb", loss / LN2 / self.bases_per_token)
         self.log("lr", torch.tensor(self.optimizers().param_groups[0]["lr"]), prog_bar=False)
@@ -146,14 +147,16 @@ class DiffusionLM(SequenceLM):
     objective = "mdlm"
 
     def __init__(self, backbone: nn.Module, tokenizer: Any, schedule: Schedule | None = None,
-                 antithetic: bool = True, **kwargs: Any) -> None:
+                 antithetic: bool = True, teacher_weight: float = 0.0, **kwargs: Any) -> None:
         super().__init__(backbone, tokenizer, **kwargs)
         self.schedule = schedule or LogLinearSchedule()
         self.antithetic = antithetic
+        self.teacher_weight = teacher_weight  # weight of the count teacher's soft targets (data.teacher)
 
-    def token_nats(self, backbone: nn.Module, x0: Tensor) -> Tensor:
+    def token_nats(self, backbone: nn.Module, x0: Tensor, q: Tensor | None = None) -> Tensor:
         t = sample_t(x0.shape[0], antithetic=self.antithetic, eps=self.schedule.eps, device=x0.device)
-        return mdlm_nelbo(backbone, x0, self.schedule, t, self.tokenizer.mask_id, self.loss_mask(x0))
+        return mdlm_nelbo(backbone, x0, self.schedule, t, self.tokenizer.mask_id, self.loss_mask(x0),
+                          soft_targets=q, soft_weight=self.teacher_weight if self.training else 0.0)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         super().on_save_checkpoint(checkpoint)
@@ -170,5 +173,5 @@ class AutoregressiveLM(SequenceLM):
             raise ValueError("AutoregressiveLM needs a causal backbone: use model=transformer_ar (causal: true)")
         super().__init__(backbone, tokenizer, **kwargs)
 
-    def token_nats(self, backbone: nn.Module, x0: Tensor) -> Tensor:
+    def token_nats(self, backbone: nn.Module, x0: Tensor, q: Tensor | None = None) -> Tensor:
         return ar_nll(backbone, x0, self.tokenizer.bos_id, self.loss_mask(x0))

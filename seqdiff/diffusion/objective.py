@@ -38,6 +38,8 @@ def mdlm_nelbo(
     mask_id: int,
     loss_mask: Tensor | None = None,
     generator: torch.Generator | None = None,
+    soft_targets: Tensor | None = None,
+    soft_weight: float = 0.0,
 ) -> Tensor:
     """Per-token continuous-time NELBO terms in nats, (B, L); zero where loss_mask is False or unmasked.
 
@@ -52,8 +54,11 @@ def mdlm_nelbo(
     # Out of place: under FSDP an in-place write into the backbone's output (which .float() returns as is in
     # fp32) breaks the backward hooks FSDP registered on it (tests/test_distributed.py).
     is_mask = torch.arange(logits.shape[-1], device=logits.device) == mask_id  # (V,), no host copy
-    logits = logits.float().masked_fill(is_mask, -torch.inf)
-    nll = -logits.log_softmax(-1).gather(-1, x0.unsqueeze(-1)).squeeze(-1)  # (B, L)
+    log_p = logits.float().masked_fill(is_mask, -torch.inf).log_softmax(-1)
+    nll = -log_p.gather(-1, x0.unsqueeze(-1)).squeeze(-1)  # (B, L)
+    if soft_targets is not None and soft_weight > 0:  # training only: see seqdiff.dna.teacher
+        soft = -(soft_targets.float() * log_p[..., : soft_targets.shape[-1]]).sum(-1)
+        nll = (1.0 - soft_weight) * nll + soft_weight * soft
     masked = (xt == mask_id) & loss_mask
     weight = schedule.loss_weight(t)[:, None]  # (B, 1)
     return torch.where(masked, weight * nll, torch.zeros_like(nll))

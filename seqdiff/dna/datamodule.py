@@ -41,6 +41,7 @@ class GenomeDataModule(L.LightningDataModule):
         train_windows_per_epoch: int = 50_000,
         max_eval_windows: int | None = 1024,
         seed: int = 0,
+        teacher: dict | None = None,
     ) -> None:
         super().__init__()
         if window < tokenizer.bases_per_token:
@@ -63,6 +64,9 @@ class GenomeDataModule(L.LightningDataModule):
         self.valid_frac, self.test_frac, self.gap = valid_frac, test_frac, gap
         self.rc_augment, self.max_n_frac, self.seed = rc_augment, max_n_frac, seed
         self.train_windows_per_epoch, self.max_eval_windows = train_windows_per_epoch, max_eval_windows
+        self.teacher_cfg = teacher  # CountTeacher kwargs: training items carry its soft targets "q"
+        if teacher is not None and tokenizer.bases_per_token != 1:
+            raise ValueError("data.teacher needs a character-level tokenizer (one token per base)")
         self.genome: Genome | None = None
         self.splits: dict[str, list[Region]] = {}
         self.datasets: dict = {}
@@ -118,6 +122,7 @@ class GenomeDataModule(L.LightningDataModule):
                 self.max_n_frac,
                 self.seed,
                 self.rc_augment,
+                teacher=self._teacher(),
             )
         for split, stages in (("valid", (None, "fit", "validate")), ("test", (None, "test"))):
             if stage in stages and split not in self.datasets:
@@ -130,6 +135,14 @@ class GenomeDataModule(L.LightningDataModule):
                     self.max_eval_windows,
                     split,
                 )
+
+    def _teacher(self):
+        if self.teacher_cfg is None:
+            return None
+        from seqdiff.dna.teacher import CountTeacher
+        from seqdiff.dna.tokenizer import base_codes
+
+        return CountTeacher(**self.teacher_cfg).fit([base_codes(a) for a in self.split_arrays("train")])
 
     # ------------------------------------------------------------ loaders
 

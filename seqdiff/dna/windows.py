@@ -122,8 +122,10 @@ class TrainWindows(Dataset):
         max_n_frac: float = 0.5,
         seed: int = 0,
         rc_augment: bool = False,
+        teacher=None,
     ) -> None:
         self.genome, self.window, self.tokenizer = genome, window, tokenizer
+        self.teacher = teacher  # CountTeacher: items also carry "q" (L, 5), the teacher's soft targets
         self.regions = _usable(regions, window, "train split")
         self.n, self.max_n_frac, self.seed, self.rc_augment = windows_per_epoch, max_n_frac, seed, rc_augment
         self.cum = np.cumsum([len(r) - window + 1 for r in self.regions])
@@ -154,7 +156,22 @@ class TrainWindows(Dataset):
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         region, rc = self.position(index)
         x0 = _to_tokens(self.tokenizer, self.genome.fetch(region))
-        return {"x0": self.tokenizer.reverse_complement(x0) if rc else x0}
+        item = {"x0": self.tokenizer.reverse_complement(x0) if rc else x0}
+        if self.teacher is not None:
+            item["q"] = self._soft_targets(region, rc)
+        return item
+
+    def _soft_targets(self, region: Region, rc: bool) -> torch.Tensor:
+        """The teacher's q(x_l | k bases each side) for the window, read with k bases of genome margin
+        (N beyond a chromosome end)."""
+        k, chrom = self.teacher.k, region.chrom
+        lo, hi, size = region.start - k, region.end + k, self.genome.lengths[chrom]
+        seq = self.tokenizer.encode_bytes(np.asarray(self.genome.fetch(Region(chrom, max(lo, 0), min(hi, size)))))
+        seq = np.concatenate([np.full(max(-lo, 0), 4), seq, np.full(max(hi - size, 0), 4)])
+        q = self.teacher(np.minimum(seq, 4))  # (L, 5); token ids A C G T N = base codes 0..4
+        if rc:
+            q = q[::-1][:, [3, 2, 1, 0, 4]]
+        return torch.from_numpy(np.ascontiguousarray(q))
 
 
 class EvalWindows(Dataset):

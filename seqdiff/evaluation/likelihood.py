@@ -70,8 +70,9 @@ def evaluate_likelihood(
             if schedule is None:
                 raise ValueError("an MDLM likelihood needs the model's noise schedule")
             nats = torch.zeros(x0.shape, device=device)
+            # seeded masks too (noise_generator=g): the same seed gives the same estimate
             for draw in nelbo_draws(backbone, x0, schedule, tokenizer.mask_id, mask, timestep_samples, g, shuffle=True,
-                                    family=family):
+                                    noise_generator=g, family=family):
                 nats += draw
             nats /= timestep_samples
         win_nats.append(nats.double().sum(-1).cpu())

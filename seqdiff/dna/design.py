@@ -24,7 +24,7 @@ from seqdiff.dna.metrics import gc_content
 from seqdiff.dna.spec import CompiledDesign, design_from_options
 from seqdiff.evaluation.likelihood import nelbo_bits_per_base
 from seqdiff.io import atomic_write
-from seqdiff.sampling import sample
+from seqdiff.sampling import AncestralSampler, sample
 from seqdiff.sampling.families import FamilySampler
 
 
@@ -88,8 +88,9 @@ def design(cfg: DictConfig) -> dict:
                "mean_bits_per_base": sum(r["bits_per_base"] for r in rows) / len(rows),
                "network_calls": nfe, "seconds": round(seconds, 3),
                "sampler": OmegaConf.to_container(cfg.sampler)["_target_"], "checkpoint": str(cfg.checkpoint),
-               "guide": None if cfg.guide is None else OmegaConf.to_container(cfg.guide)["_target_"],
-               "class": cfg["class"], "guidance_scale": float(cfg.guidance_scale) if cfg.guide is not None else None}
+               "guide": None if cfg.get("guide") is None else OmegaConf.to_container(cfg.guide)["_target_"],
+               "class": cfg["class"],
+               "guidance_scale": float(cfg.guidance_scale) if cfg.get("guide") is not None else None}
     print(json.dumps(summary))
     return summary
 
@@ -97,19 +98,21 @@ def design(cfg: DictConfig) -> dict:
 def design_sampler(cfg: DictConfig, model):
     """MDLM without guidance: cfg.sampler as configured. Other families (uniform noise, SEDD) and guided design:
     the family's own reverse step (`FamilySampler`) with cfg.sampler.num_steps and the guide."""
-    if model.family is None and cfg.guide is None:
-        return instantiate(cfg.sampler, schedule=model.schedule)
-    if cfg.sampler["_target_"] != "seqdiff.sampling.AncestralSampler":
+    # `guide: null` in the defaults list leaves no `guide` key at all, hence cfg.get
+    configured = instantiate(cfg.sampler, schedule=model.schedule)
+    if model.family is None and cfg.get("guide") is None:
+        return configured
+    if not isinstance(configured, AncestralSampler):
         raise ValueError(f"sampler={cfg.sampler['_target_']} works only for unguided MDLM checkpoints; guided or "
                          "non-MDLM design uses sampler=ancestral (the family's own reverse step)")
     guide = None
-    if cfg.guide is not None:
+    if cfg.get("guide") is not None:
         if cfg["class"] is None:
             raise ValueError("guide=... needs class=NAME (the class to design for)")
         # a partial, so the loaded model is passed as is (instantiate would try to turn dataclasses into configs)
         guide = instantiate(cfg.guide, _partial_=True)(denoiser=model, class_name=cfg["class"],
                                                        scale=float(cfg.guidance_scale))
-    return FamilySampler(family_of(model), num_steps=int(cfg.sampler.num_steps), guide=guide)
+    return FamilySampler(family_of(model), num_steps=configured.num_steps, guide=guide)
 
 
 def _row(i: int, seq: str, compiled: CompiledDesign, bits_per_base: float) -> dict:

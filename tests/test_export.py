@@ -123,7 +123,7 @@ def test_not_a_model_folder_is_a_clear_error(tmp_path):
 
 
 # A new CLI must either take trust_checkpoint or be listed here.
-NEVER_LOADS_A_MODEL = {"plot_curves", "fetch_genome", "build_genome_task", "benchmark_caduceus"}
+NEVER_LOADS_A_MODEL = {"plot_curves", "fetch_genome", "build_genome_task", "benchmark_caduceus", "profile_step"}
 
 
 def test_every_cli_that_loads_checkpoints_has_trust_checkpoint_off_by_default():

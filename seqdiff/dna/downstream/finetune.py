@@ -31,8 +31,8 @@ def setup(cfg: DictConfig, keep_checkpoints: bool) -> tuple[Task, Context]:
     log.info("task %s", json.dumps(task.summary()))
     tokenizer = instantiate(cfg.tokenizer)
     device = resolve_device(cfg.device)  # the trainer's accelerator comes from `device`, not the trainer config
-    trainer = OmegaConf.merge(cfg.trainer, {"accelerator": device.type,
-                                            "devices": 1 if device.index is None else [device.index]})
+    trainer = OmegaConf.create(OmegaConf.to_container(cfg.trainer, resolve=True))  # not struct: keys are added
+    trainer.accelerator, trainer.devices = device.type, 1 if device.index is None else [device.index]
     ctx = Context(tokenizer=tokenizer, trainer=trainer, batch_size=cfg.batch_size, val_fraction=cfg.val_fraction,
                   long_sequences=cfg.long_sequences, run_dir=Path(cfg.run_dir), keep_checkpoints=keep_checkpoints)
     return task, ctx

@@ -15,6 +15,7 @@ import seqdiff
 from seqdiff.device import resolve_device
 from seqdiff.evaluation.likelihood import evaluate_likelihood
 from seqdiff.io import atomic_write
+from seqdiff.precision import with_precision
 
 log = logging.getLogger("seqdiff.evaluate")
 
@@ -59,12 +60,14 @@ def evaluate(cfg: DictConfig) -> dict:
         dm.setup("test" if cfg.split == "test" else "validate")
         loader = dm.test_dataloader() if cfg.split == "test" else dm.val_dataloader()
         source = f"{model.config['data'].get('genome', 'data')}:{cfg.split}"
-    res = evaluate_likelihood(model.backbone, tok, _x0_batches(loader), objective=model.objective,
+    backbone = with_precision(model.backbone, str(cfg.precision))
+    res = evaluate_likelihood(backbone, tok, _x0_batches(loader), objective=model.objective,
                               schedule=model.schedule, timestep_samples=int(cfg.timestep_samples),
                               seed=int(cfg.seed), device=device, family=model.family)
     out = {"bits_per_base": res.bits_per_base, "stderr": res.stderr, "bits_per_token": res.bits_per_token,
            "tokens": res.tokens, "windows": res.windows, "timestep_samples": res.timestep_samples,
            "objective": model.family.name if model.family is not None else model.objective, "source": source,
+           "precision": "bf16" if backbone is not model.backbone else "fp32",
            "checkpoint": str(cfg.checkpoint)}
     if cfg.out is not None:
         path = Path(cfg.out)

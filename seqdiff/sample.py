@@ -17,6 +17,7 @@ import seqdiff
 from seqdiff import sampling
 from seqdiff.device import make_generator, resolve_device
 from seqdiff.io import atomic_write
+from seqdiff.precision import with_precision
 from seqdiff.sampling.families import FamilySampler
 
 log = logging.getLogger("seqdiff.sample")
@@ -29,6 +30,7 @@ def sample(cfg: DictConfig) -> dict:
         raise ValueError(f"{cfg.checkpoint} is an '{model.objective}' model; scripts/sample.py samples "
                          "diffusion models")
     tok = model.tokenizer
+    backbone = with_precision(model.backbone, str(cfg.precision))
     bpt = getattr(tok, "bases_per_token", 1)
     length = int(cfg.length) if cfg.length is not None else model.window * bpt
     if length <= 0 or cfg.num_samples <= 0:
@@ -41,7 +43,7 @@ def sample(cfg: DictConfig) -> dict:
     records, nfe, t0 = [], 0, time.perf_counter()
     for start in range(0, cfg.num_samples, cfg.batch_size):
         b = min(cfg.batch_size, cfg.num_samples - start)
-        out = sampling.sample(model.backbone, tok.mask_id, b, n_tokens, sampler, generator=g, cache=bool(cfg.cache),
+        out = sampling.sample(backbone, tok.mask_id, b, n_tokens, sampler, generator=g, cache=bool(cfg.cache),
                               constraints=sampling.no_special_tokens(tok, n_tokens, model.backbone.vocab_size),
                               stride=cfg.stride, progress=bool(cfg.progress))
         nfe += out.nfe
@@ -54,6 +56,7 @@ def sample(cfg: DictConfig) -> dict:
     with atomic_write(cfg.out) as f:
         write_fasta(records, f, "fasta")
     summary = {"out": str(Path(cfg.out).resolve()), "num_samples": len(records), "length": length,
-               "network_calls": nfe, "seconds": round(seconds, 3), "checkpoint": str(cfg.checkpoint)}
+               "network_calls": nfe, "seconds": round(seconds, 3), "checkpoint": str(cfg.checkpoint),
+               "precision": "bf16" if backbone is not model.backbone else "fp32"}
     print(json.dumps(summary))
     return summary

@@ -24,6 +24,7 @@ from seqdiff.dna.metrics import gc_content
 from seqdiff.dna.spec import CompiledDesign, design_from_options
 from seqdiff.evaluation.likelihood import nelbo_bits_per_base
 from seqdiff.io import atomic_write
+from seqdiff.precision import with_precision
 from seqdiff.sampling import AncestralSampler, sample
 from seqdiff.sampling.families import FamilySampler
 
@@ -51,6 +52,7 @@ def design(cfg: DictConfig) -> dict:
         raise ValueError(f"{cfg.checkpoint} was not trained on DNA (tokenizer {tok!r})")
     first.constraints(tok)  # the tokenizer can express the design (k-mer models need length % k == 0)
     sampler = design_sampler(cfg, model)
+    backbone = with_precision(model.backbone, str(cfg.precision))
     resample_motif = cfg.motif is not None and cfg.motif_mode == "sample"
 
     records, rows, nfe, t0 = [], [], 0, time.perf_counter()
@@ -62,11 +64,11 @@ def design(cfg: DictConfig) -> dict:
             else [[first] * b]
         for group in groups:
             compiled = group[0]
-            out = sample(model.backbone, tok.mask_id, len(group), compiled.length // bpt, sampler,
+            out = sample(backbone, tok.mask_id, len(group), compiled.length // bpt, sampler,
                          constraints=compiled.constraints(tok), generator=g, cache=bool(cfg.cache),
                          stride=cfg.stride, progress=bool(cfg.progress))
             nfe += out.nfe
-            bits = nelbo_bits_per_base(model.backbone, out.tokens, model.schedule, tok.mask_id, tok.pad_id, bpt,
+            bits = nelbo_bits_per_base(backbone, out.tokens, model.schedule, tok.mask_id, tok.pad_id, bpt,
                                        int(cfg.nelbo_samples), g, model.family)
             for ids, bpb in zip(out.tokens, bits.tolist(), strict=True):
                 rows.append(_row(len(rows), tok.decode(ids), compiled, bpb))
@@ -87,6 +89,7 @@ def design(cfg: DictConfig) -> dict:
                "satisfied": sum(r["constraints"] == "ok" for r in rows) / len(rows),
                "mean_bits_per_base": sum(r["bits_per_base"] for r in rows) / len(rows),
                "network_calls": nfe, "seconds": round(seconds, 3),
+               "precision": "bf16" if backbone is not model.backbone else "fp32",
                "sampler": OmegaConf.to_container(cfg.sampler)["_target_"], "checkpoint": str(cfg.checkpoint),
                "guide": None if cfg.get("guide") is None else OmegaConf.to_container(cfg.guide)["_target_"],
                "class": cfg["class"],

@@ -70,7 +70,7 @@ def test_goals_pick_the_fastest_sampler_at_equal_quality():
     sp = g["diffusion_as_fast_as_ar_kv"]
     assert sp["best_at_equal_js"]["name"] == "ancestral" and not sp["met"]  # 5 s > AR's 4 s at JS <= 0.03
     assert sp["fastest_diffusion"]["name"] == "first-hitting"
-    assert not g["mfu_at_least_50pct"]["met"]
+    assert not g["mfu_at_least_40pct_of_ceiling"]["met"]  # MFU 25% of the ceiling
     res["goals"] = g
     md = render(res)
     assert "| AR + KV cache | - |" in md and "**not met**" in md and "held-out DNA (floor)" in md

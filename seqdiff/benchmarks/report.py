@@ -128,7 +128,7 @@ def render(res: dict) -> str:
         f"CPU-second. Precision {tr['precision']}"
         + (f"; bf16 peak {tr['peaks']['bfloat16']['flops_per_cpu_second'] / 1e9:.1f}, fp32 peak "
            f"{tr['peaks']['float32']['flops_per_cpu_second'] / 1e9:.1f} GFLOP per CPU-second" if "peaks" in tr else "")
-        + f". MFU = model FLOPs (matmuls only, backward = 2x forward, "
+        + ". MFU = model FLOPs (matmuls only, backward = 2x forward, "
         "causal attention at half) per CPU-second of a median training step / GEMM FLOPs per CPU-second; the "
         "wall-clock and whole-fit versions are affected by other jobs on the machine.",
         "",

@@ -31,13 +31,7 @@ NODES, WEIGHTS = np.polynomial.legendre.leggauss(400)  # on [-1, 1]
 PARAMS = {"mean": MeanParameterization, "score": ScoreParameterization}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny tensors on a shared 2-core machine: intra-op threads only add contention (20 ms per log_softmax).
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def _process(kind: str, eps: float):

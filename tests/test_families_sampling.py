@@ -27,12 +27,7 @@ PROCESSES = {"absorbing": AbsorbingProcess, "uniform": UniformProcess}
 PARAMS = {"mean": MeanParameterization, "score": ScoreParameterization}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def family(process: str, param: str = "mean") -> Family:

@@ -29,12 +29,7 @@ SPLICE = ["trainer.max_steps=4", "trainer.val_check_interval=4", "trainer.limit_
           "callbacks.checkpoint.every_n_train_steps=4", "run_test=false", *SMALL]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -22,12 +22,7 @@ from helpers import CHR20
 TOK = NucleotideTokenizer()
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def test_oracle_posterior_marginals_equal_brute_force():

@@ -140,6 +140,10 @@ class MemoizedEncoder(nn.Module):
         self.encoder.backbone.requires_grad_(False)
         self._cache: dict[bytes, Tensor] = {} if cache is None else cache  # share it between encoders of one backbone
 
+    @property
+    def backbone(self) -> nn.Module:
+        return self.encoder.backbone
+
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
         keys = [row.numpy().tobytes() for row in x.cpu()]
         miss = [i for i, k in enumerate(keys) if k not in self._cache]

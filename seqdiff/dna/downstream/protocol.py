@@ -49,19 +49,17 @@ class Context:
     patience: int | None = None  # stop after this many epochs without a better val/acc (the best is restored)
 
 
-def _split(task: Task, seed: int, val_fraction: float):
-    y = task.label_ids(task.train_labels)
-    tr, va = carve_validation(y, val_fraction, seed)
-    xs = task.train_sequences
-    return ([xs[i] for i in tr], [y[i] for i in tr]), ([xs[i] for i in va], [y[i] for i in va]), \
-        (task.test_sequences, task.label_ids(task.test_labels))
-
-
 def encode_split(task: Task, seed: int, ctx: Context, window: int | None):
-    """(train, val, test) as ((token tensors, label ids), ...) for this seed's validation carve."""
-    train, val, test = _split(task, seed, ctx.val_fraction)
-    return tuple((encode_sequences(data[0], ctx.tokenizer, window, ctx.long_sequences, f"{task.name} {part}"),
-                  data[1]) for part, data in (("train", train), ("val", val), ("test", test)))
+    """(train, val, test) as ((token tensors, label ids), ...) for this seed's validation carve.
+
+    The whole task is encoded before carving, so an error names the sequence's file and row."""
+    y = task.label_ids(task.train_labels)
+    tr, va = carve_validation(y, ctx.val_fraction, seed)
+    xs, xt = (encode_sequences(seqs, ctx.tokenizer, window, ctx.long_sequences, f"{task.name} {part}",
+                               task.train_rows if part == "train" else task.test_rows)
+              for part, seqs in (("train", task.train_sequences), ("test", task.test_sequences)))
+    return ([xs[i] for i in tr], [y[i] for i in tr]), ([xs[i] for i in va], [y[i] for i in va]), \
+        (xt, task.label_ids(task.test_labels))
 
 
 def fit_and_test(module: SequenceClassifier, task: Task, seed: int, ctx: Context, window: int | None,
@@ -227,7 +225,11 @@ class KmerLRMethod:
     def run(self, task: Task, seed: int, ctx: Context, name: str = "kmer_lr") -> dict[str, float]:
         from seqdiff.dna.downstream.baselines import fit_kmer_lr, predict_proba
 
-        train, val, test = _split(task, seed, ctx.val_fraction)
+        y = task.label_ids(task.train_labels)
+        tr, va = carve_validation(y, ctx.val_fraction, seed)
+        xs = task.train_sequences
+        train, val = ([xs[i] for i in tr], [y[i] for i in tr]), ([xs[i] for i in va], [y[i] for i in va])
+        test = (task.test_sequences, task.label_ids(task.test_labels))
         pipe, C, val_acc = fit_kmer_lr(train, val, self.k_max, self.Cs, seed)
         metrics = score(predict_proba(pipe, test[0], task.num_classes), np.asarray(test[1]))
         metrics.update(C=C, val_acc=val_acc)
@@ -252,4 +254,8 @@ def summarize(per_seed: list[dict]) -> dict:
         if vals:
             mean[k] = statistics.fmean(vals)
             std[k] = statistics.stdev(vals) if len(vals) > 1 else 0.0
-    return {"mean": mean, "std": std, "n_seeds": len(per_seed)}
+    out = {"mean": mean, "std": std, "n_seeds": len(per_seed)}
+    val = [r["val_acc"] for r in per_seed if "val_acc" in r]
+    if val:  # what a recipe is chosen by (test is reported, never tuned on)
+        out["val_acc"] = {"mean": statistics.fmean(val), "std": statistics.stdev(val) if len(val) > 1 else 0.0}
+    return out

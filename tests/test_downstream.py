@@ -210,6 +210,7 @@ def test_benchmark_without_checkpoint_says_what_to_do(tmp_path):
 
 def test_markdown_table_format():
     r = {"mean": {"acc": 0.9512, "mcc": 0.9, "f1": 0.95, "auroc": 0.99},
-         "std": {"acc": 0.004, "mcc": 0.01, "f1": 0.005, "auroc": 0.001}, "n_seeds": 5}
-    row = "| cnn | 95.1 ± 0.4 | 0.900 ± 0.010 | 95.0 ± 0.5 | 0.990 ± 0.001 | 5 | 12 |"
+         "std": {"acc": 0.004, "mcc": 0.01, "f1": 0.005, "auroc": 0.001}, "n_seeds": 5,
+         "val_acc": {"mean": 0.9345, "std": 0.012}}
+    row = "| cnn | 95.1 ± 0.4 | 0.900 ± 0.010 | 95.0 ± 0.5 | 0.990 ± 0.001 | 93.5 ± 1.2 | 5 | 12 |"
     assert row in markdown_table({"cnn": r}, {"cnn": 12.3})

@@ -60,9 +60,10 @@ def _write_benchmark(cfg: DictConfig, task: Task, ctx: Context, results: dict, s
 
 
 def markdown_table(results: dict[str, dict], seconds: dict[str, float] | None = None) -> str:
-    """Rows = methods, columns = metrics as mean ± std (accuracy and F1 in %), seeds and wall time."""
-    head = "| method | " + " | ".join(METRIC_NAMES[k] for k in METRICS) + " | seeds | time (s) |"
-    lines = [head, "|" + "---|" * (len(METRICS) + 3)]
+    """Rows = methods, columns = test metrics as mean ± std (accuracy and F1 in %), validation accuracy (%),
+    seeds and wall time."""
+    head = "| method | " + " | ".join(METRIC_NAMES[k] for k in METRICS) + " | val accuracy | seeds | time (s) |"
+    lines = [head, "|" + "---|" * (len(METRICS) + 4)]
     for name, r in results.items():
         cells = []
         for k in METRICS:
@@ -72,6 +73,8 @@ def markdown_table(results: dict[str, dict], seconds: dict[str, float] | None = 
             scale = 100.0 if k in ("acc", "f1") else 1.0
             digits = 1 if scale == 100.0 else 3
             cells.append(f"{scale * r['mean'][k]:.{digits}f} ± {scale * r['std'][k]:.{digits}f}")
+        v = r.get("val_acc")
+        cells.append(f"{100 * v['mean']:.1f} ± {100 * v['std']:.1f}" if v else "n/a")
         t = f"{seconds[name]:.0f}" if seconds and name in seconds else ""
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {r['n_seeds']} | {t} |")
     return "\n".join(lines)

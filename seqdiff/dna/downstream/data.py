@@ -18,14 +18,19 @@ LONG_POLICIES = ("truncate", "tile", "error")
 
 
 def encode_sequences(
-    sequences: Sequence[str], tokenizer, window: int | None, long_sequences: str = "truncate", what: str = "data"
+    sequences: Sequence[str], tokenizer, window: int | None, long_sequences: str = "truncate", what: str = "data",
+    rows: Sequence[str] | None = None,
 ) -> list[Tensor]:
     """Strings -> LongTensor[L_i] token ids, applying the long-sequence policy against `window` (tokens).
 
     truncate: keep the central `window` tokens (junction/TSS-centred tasks carry the signal in the middle);
     tile: keep everything, the classifier runs ceil(L/window) windows and pools over all of them;
-    error: refuse. window=None (CNN, k-mer models) keeps every sequence whole.
+    error: refuse, naming the first such sequence (`rows[i]`, where sequence i came from, if given).
+    window=None (CNN, k-mer models) keeps every sequence whole.
     """
+    def where(i: int) -> str:
+        return rows[i] if rows is not None else f"{what} sequence #{i}"
+
     if long_sequences not in LONG_POLICIES:
         raise ValueError(f"long_sequences must be one of {LONG_POLICIES}, got {long_sequences!r}")
     out = []
@@ -33,7 +38,7 @@ def encode_sequences(
         try:
             out.append(torch.as_tensor(tokenizer.encode(s), dtype=torch.long))
         except ValueError as e:
-            raise ValueError(f"{what} sequence #{i}: {e}") from None
+            raise ValueError(f"{where(i)}: {e}") from None
     if window is None:
         return out
     long = [i for i, x in enumerate(out) if len(x) > window]
@@ -42,7 +47,8 @@ def encode_sequences(
     longest = max(len(out[i]) for i in long)
     msg = f"{len(long)} of {len(out)} {what} sequences exceed the model window of {window} tokens (longest {longest})"
     if long_sequences == "error":
-        raise ValueError(f"{msg}; set long_sequences=truncate or long_sequences=tile")
+        raise ValueError(f"{where(long[0])}: {len(out[long[0]])} tokens exceed the model window of {window} "
+                         f"({msg}); set long_sequences=truncate or long_sequences=tile")
     if long_sequences == "truncate":
         log.warning("%s: truncating them to their central %d tokens", msg, window)
         for i in long:

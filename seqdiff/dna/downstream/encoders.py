@@ -17,17 +17,49 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-POOLS = ("mean", "max")
+POOLS = ("mean", "max", "first", "center", "attention")
+FIXED_POOLS = ("mean", "max", "first", "center")  # no parameters: usable on frozen, cached features
 
 
 def masked_pool(h: Tensor, mask: Tensor, how: str) -> Tensor:
-    """h: (B, L, D), mask: BoolTensor (B, L) of real tokens -> (B, D)."""
+    """h: (B, L, D), mask: BoolTensor (B, L) of real tokens (one contiguous run per row) -> (B, D).
+
+    first: the first real token; center: the real token at offset len // 2 from it (junction- or TSS-centred
+    tasks carry their signal there, and with relative positions only it is the one token that knows where
+    everything else sits)."""
     m = mask.unsqueeze(-1).to(h.dtype)
     if how == "mean":
         return (h * m).sum(1) / m.sum(1).clamp(min=1.0)
     if how == "max":
         return h.masked_fill(~mask.unsqueeze(-1), float("-inf")).amax(1).nan_to_num(0.0, neginf=0.0)
-    raise ValueError(f"pool must be one of {POOLS}, got {how!r}")
+    if how in ("first", "center"):
+        start = mask.to(torch.int8).argmax(1)  # first True (0 for an all-pad row)
+        idx = start if how == "first" else start + mask.sum(1) // 2
+        return h[torch.arange(h.shape[0], device=h.device), idx.clamp(max=h.shape[1] - 1)]
+    raise ValueError(f"pool must be one of {FIXED_POOLS}, got {how!r}")
+
+
+class AttentionPool(nn.Module):
+    """`heads` learned softmax-weighted sums over the real tokens, concatenated: (B, L, D) -> (B, heads * D).
+
+    A head's score for token i is a linear function of its hidden state plus a learned bias for its position
+    i (positions beyond `window` share the last bias), so a head can learn "look at the junction" on a
+    fixed-layout task as well as "look for this motif anywhere"; the biases start at 0 (= mean pooling)."""
+
+    def __init__(self, d_model: int, window: int, heads: int = 4) -> None:
+        super().__init__()
+        self.score = nn.Linear(d_model, heads)
+        nn.init.zeros_(self.score.weight)
+        nn.init.zeros_(self.score.bias)
+        self.pos_bias = nn.Parameter(torch.zeros(heads, window))
+        self.out_features = heads * d_model
+
+    def forward(self, h: Tensor, mask: Tensor) -> Tensor:
+        L = h.shape[1]
+        pos = torch.arange(L, device=h.device).clamp(max=self.pos_bias.shape[1] - 1)
+        s = self.score(h).transpose(1, 2) + self.pos_bias[:, pos]  # (B, heads, L)
+        w = s.masked_fill(~mask.unsqueeze(1), float("-inf")).softmax(-1).nan_to_num(0.0)
+        return (w @ h).flatten(1)  # (B, heads * D)
 
 
 class BackboneEncoder(nn.Module):
@@ -38,7 +70,7 @@ class BackboneEncoder(nn.Module):
     random strand flips would otherwise change which strand each pooled feature comes from.
     """
 
-    def __init__(self, backbone: nn.Module, pad_id: int, pool: str = "mean") -> None:
+    def __init__(self, backbone: nn.Module, pad_id: int, pool: str = "mean", pool_heads: int = 4) -> None:
         super().__init__()
         head = getattr(backbone, "head", None)
         if not isinstance(head, nn.Linear):
@@ -48,7 +80,8 @@ class BackboneEncoder(nn.Module):
             raise ValueError(f"pool must be one of {POOLS}, got {pool!r}")
         self.backbone, self.pad_id, self.pool = backbone, pad_id, pool
         self.window = int(backbone.max_len)
-        self.out_features = head.in_features
+        self.attention = AttentionPool(head.in_features, self.window, pool_heads) if pool == "attention" else None
+        self.out_features = self.attention.out_features if self.attention else head.in_features
         self._captured: list[Tensor] = []
         head.register_forward_hook(lambda _m, inputs, _out: self._captured.append(inputs[0]))
 
@@ -67,7 +100,8 @@ class BackboneEncoder(nn.Module):
             raise RuntimeError(f"head input of shape {tuple(h.shape)} does not match tokens {tuple(x.shape)}")
         return h.view(h.shape[0] // B, B, *h.shape[1:])
 
-    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+    def features(self, x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        """Hidden states (k, B, L', D) of the k strand copies and their masks (k, B, L') (tiles concatenated)."""
         B, L = x.shape
         W = self.window
         n = math.ceil(L / W)
@@ -78,35 +112,53 @@ class BackboneEncoder(nn.Module):
         k, D = h.shape[0], h.shape[-1]
         Wt = h.shape[2]
         h = h.reshape(k, B, n * Wt, D)
-        pooled = []
-        for j in range(k):  # copies after the first are reverse complements: flip each tile's mask
-            m = mask if j == 0 else mask.view(B, n, Wt).flip(-1).reshape(B, n * Wt)
-            pooled.append(masked_pool(h[j], m, self.pool))
-        return torch.stack(pooled).mean(0)  # (B, D)
+        # copies after the first are reverse complements: flip each tile's mask
+        masks = [mask if j == 0 else mask.view(B, n, Wt).flip(-1).reshape(B, n * Wt) for j in range(k)]
+        return h, torch.stack(masks)
+
+    def pool_features(self, h: Tensor, masks: Tensor) -> Tensor:
+        """(k, B, L, D) + (k, B, L) -> (B, out_features): each strand copy pooled with its mask, averaged."""
+        if self.attention is not None:
+            return torch.stack([self.attention(h[j], masks[j]) for j in range(h.shape[0])]).mean(0)
+        return torch.stack([masked_pool(h[j], masks[j], self.pool) for j in range(h.shape[0])]).mean(0)
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        return self.pool_features(*self.features(x, mask))
 
 
 class MemoizedEncoder(nn.Module):
     """Caches a frozen encoder's pooled features per distinct token row (keyed by its bytes).
 
     A linear probe then costs one backbone pass per distinct sequence for all epochs and seeds (the frozen
-    backbone runs in eval mode with t=None, so its features are deterministic).
+    backbone runs in eval mode with t=None, so its features are deterministic). With pool=attention the
+    pooling is trained, so the cache holds the hidden states and the pooling runs (with gradients) on them.
     """
 
-    def __init__(self, encoder: nn.Module) -> None:
+    def __init__(self, encoder: BackboneEncoder, cache: dict | None = None) -> None:
         super().__init__()
-        self.encoder, self.out_features = encoder, encoder.out_features
-        self.encoder.requires_grad_(False)
-        self._cache: dict[bytes, Tensor] = {}
+        self.encoder, self.out_features, self.window = encoder, encoder.out_features, encoder.window
+        self.encoder.backbone.requires_grad_(False)
+        self._cache: dict[bytes, Tensor] = {} if cache is None else cache  # share it between encoders of one backbone
 
-    @torch.no_grad()
+    @property
+    def backbone(self) -> nn.Module:
+        return self.encoder.backbone
+
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
         keys = [row.numpy().tobytes() for row in x.cpu()]
         miss = [i for i, k in enumerate(keys) if k not in self._cache]
+        trainable = self.encoder.attention is not None
         if miss:
-            feats = self.encoder(x[miss], mask[miss])
-            for i, f in zip(miss, feats, strict=True):
-                self._cache[keys[i]] = f
-        return torch.stack([self._cache[k] for k in keys])
+            with torch.no_grad():
+                h, masks = self.encoder.features(x[miss], mask[miss])
+                feats = zip(h.unbind(1), masks.unbind(1), strict=True) if trainable else \
+                    self.encoder.pool_features(h, masks)
+                for i, f in zip(miss, feats, strict=True):
+                    self._cache[keys[i]] = f
+        if not trainable:
+            return torch.stack([self._cache[k] for k in keys])
+        h = torch.stack([self._cache[k][0] for k in keys], 1)
+        return self.encoder.pool_features(h, torch.stack([self._cache[k][1] for k in keys], 1))
 
 
 class CNNEncoder(nn.Module):

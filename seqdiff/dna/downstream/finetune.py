@@ -21,6 +21,9 @@ from seqdiff.dna.downstream.tasks import Task
 from seqdiff.io import write_text
 
 log = logging.getLogger("seqdiff.downstream")
+# configs/finetune.yaml keys passed to DenoiserMethod (benchmark_downstream.yaml interpolates the same keys)
+RECIPE = ("lr", "weight_decay", "dropout", "pool", "pool_heads", "probe", "warmup", "schedule", "layer_decay",
+          "rc_augment", "rc_predict", "input_mask")
 
 
 def setup(cfg: DictConfig, keep_checkpoints: bool) -> tuple[Task, Context]:
@@ -34,7 +37,8 @@ def setup(cfg: DictConfig, keep_checkpoints: bool) -> tuple[Task, Context]:
     trainer = OmegaConf.create(OmegaConf.to_container(cfg.trainer, resolve=True))  # not struct: keys are added
     trainer.accelerator, trainer.devices = device.type, 1 if device.index is None else [device.index]
     ctx = Context(tokenizer=tokenizer, trainer=trainer, batch_size=cfg.batch_size, val_fraction=cfg.val_fraction,
-                  long_sequences=cfg.long_sequences, run_dir=Path(cfg.run_dir), keep_checkpoints=keep_checkpoints)
+                  long_sequences=cfg.long_sequences, run_dir=Path(cfg.run_dir), keep_checkpoints=keep_checkpoints,
+                  patience=cfg.patience)
     return task, ctx
 
 
@@ -50,8 +54,8 @@ def finetune(cfg: DictConfig) -> dict:
     task, ctx = setup(cfg, keep_checkpoints=True)
     if cfg.checkpoint:
         log.info("architecture and window come from the checkpoint; the model config is not used")
-    method = DenoiserMethod(checkpoint=cfg.checkpoint, freeze=cfg.freeze, lr=cfg.lr, weight_decay=cfg.weight_decay,
-                            dropout=cfg.dropout, pool=cfg.pool, model=cfg.model, window=cfg.window)
+    method = DenoiserMethod(checkpoint=cfg.checkpoint, freeze=cfg.freeze, model=cfg.model, window=cfg.window,
+                            **{k: cfg[k] for k in RECIPE})
     name = ("pretrained" if cfg.checkpoint else "scratch") + ("_probe" if cfg.freeze else "")
     t0 = time.perf_counter()
     result = run_seeds(method, task, seeds(cfg), ctx, name)

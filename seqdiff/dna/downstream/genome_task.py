@@ -144,4 +144,5 @@ def yeast_coding_task(cache_dir: str = "data_cache/yeast_coding", genomes_root: 
     if any(built.get(k) != v for k, v in params.items()):
         fasta, gff = fetch_inputs(genomes_root, cache_dir)
         build_coding_task(fasta, gff, out, **params)
-    return Task("yeast_coding", *read_labeled(out / "train.csv"), *read_labeled(out / "test.csv"))
+    (xtr, ytr, rtr), (xte, yte, rte) = read_labeled(out / "train.csv"), read_labeled(out / "test.csv")
+    return Task("yeast_coding", xtr, ytr, xte, yte, train_rows=rtr, test_rows=rte, train_source=str(out / "train.csv"))

@@ -22,16 +22,17 @@ import lightning as L
 import numpy as np
 import torch
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 
 from seqdiff.dna.downstream.classifier import SequenceClassifier
 from seqdiff.dna.downstream.data import carve_validation, encode_sequences, loader
-from seqdiff.dna.downstream.encoders import BackboneEncoder, CNNEncoder, MemoizedEncoder
+from seqdiff.dna.downstream.encoders import FIXED_POOLS, BackboneEncoder, CNNEncoder, MemoizedEncoder
 from seqdiff.dna.downstream.metrics import METRICS, score
 from seqdiff.dna.downstream.tasks import Task
 
 log = logging.getLogger("seqdiff.downstream")
+PROBE_CS = (0.001, 0.01, 0.1, 1.0, 10.0, 100.0)  # linear probe: C grid, picked on validation
 
 
 @dataclass
@@ -45,38 +46,44 @@ class Context:
     long_sequences: str = "truncate"  # truncate | tile | error (sequences longer than a model's window)
     run_dir: Path = Path("outputs/finetune")
     keep_checkpoints: bool = True
+    patience: int | None = None  # stop after this many epochs without a better val/acc (the best is restored)
 
 
-def _split(task: Task, seed: int, val_fraction: float):
+def encode_split(task: Task, seed: int, ctx: Context, window: int | None):
+    """(train, val, test) as ((token tensors, label ids), ...) for this seed's validation carve.
+
+    The whole task is encoded before carving, so an error names the sequence's file and row."""
     y = task.label_ids(task.train_labels)
-    tr, va = carve_validation(y, val_fraction, seed)
-    xs = task.train_sequences
+    tr, va = carve_validation(y, ctx.val_fraction, seed)
+    xs, xt = (encode_sequences(seqs, ctx.tokenizer, window, ctx.long_sequences, f"{task.name} {part}",
+                               task.train_rows if part == "train" else task.test_rows)
+              for part, seqs in (("train", task.train_sequences), ("test", task.test_sequences)))
     return ([xs[i] for i in tr], [y[i] for i in tr]), ([xs[i] for i in va], [y[i] for i in va]), \
-        (task.test_sequences, task.label_ids(task.test_labels))
+        (xt, task.label_ids(task.test_labels))
 
 
 def fit_and_test(module: SequenceClassifier, task: Task, seed: int, ctx: Context, window: int | None,
                  name: str, max_epochs: int | None = None) -> dict[str, float]:
     """Train `module` with the protocol; returns test metrics of the best-validation epoch.
 
-    max_epochs (a method's own budget) overrides the shared trainer config's."""
-    train, val, test = _split(task, seed, ctx.val_fraction)
+    max_epochs (a method's own budget) overrides the shared trainer config's. With ctx.patience, training
+    stops early once val/acc has not improved for that many epochs; the best epoch's weights are tested."""
+    (xtr, ytr), (xva, yva), (xte, yte) = encode_split(task, seed, ctx, window)
     pad = ctx.tokenizer.pad_id
-    enc = {part: encode_sequences(data[0], ctx.tokenizer, window, ctx.long_sequences, f"{task.name} {part}")
-           for part, data in (("train", train), ("val", val), ("test", test))}
     out_dir = ctx.run_dir / name / f"seed{seed}"
     ckpt = ModelCheckpoint(dirpath=out_dir / "checkpoints", filename="epoch{epoch}", auto_insert_metric_name=False,
                            monitor="val/acc", mode="max", save_top_k=1, save_weights_only=True)
     extra = {} if max_epochs is None else {"max_epochs": max_epochs}
-    trainer: L.Trainer = instantiate(ctx.trainer, callbacks=[ckpt], logger=CSVLogger(out_dir, name="logs", version=""),
-                                     **extra)
-    trainer.fit(module, loader(enc["train"], train[1], pad, ctx.batch_size, True, seed),
-                loader(enc["val"], val[1], pad, ctx.batch_size, False))
+    callbacks = [ckpt]
+    if ctx.patience is not None:
+        callbacks.append(EarlyStopping(monitor="val/acc", mode="max", patience=ctx.patience))
+    trainer: L.Trainer = instantiate(ctx.trainer, callbacks=callbacks,
+                                     logger=CSVLogger(out_dir, name="logs", version=""), **extra)
+    trainer.fit(module, loader(xtr, ytr, pad, ctx.batch_size, True, seed), loader(xva, yva, pad, ctx.batch_size, False))
     best = ckpt.best_model_path
     if not best:
         raise RuntimeError(f"{name} seed {seed}: no validation epoch completed")
-    result = trainer.test(module, loader(enc["test"], test[1], pad, ctx.batch_size, False), ckpt_path=best,
-                          verbose=False)[0]
+    result = trainer.test(module, loader(xte, yte, pad, ctx.batch_size, False), ckpt_path=best, verbose=False)[0]
     metrics = {k.removeprefix("test/"): float(v) for k, v in result.items() if k.removeprefix("test/") in METRICS}
     metrics.update(best_epoch=int(re.search(r"epoch(\d+)", Path(best).name).group(1)),
                    val_acc=float(ckpt.best_model_score), epochs=trainer.current_epoch)
@@ -89,17 +96,31 @@ def fit_and_test(module: SequenceClassifier, task: Task, seed: int, ctx: Context
 
 class DenoiserMethod:
     """A seqdiff denoiser + pooled linear head. checkpoint=None trains the same architecture from scratch:
-    the architecture of `architecture_from` (a checkpoint path) if given, else `model` with `window`."""
+    the architecture of `architecture_from` (a checkpoint path) if given, else `model` with `window`.
+
+    freeze=True is a linear probe: probe="sklearn" standardises the frozen pooled features and fits a
+    scikit-learn logistic regression with C picked on validation (`Cs`); probe="head" trains the torch head
+    (and attention pooling) with the protocol. `recipe` holds the SequenceClassifier fine-tuning options
+    (warmup, schedule, layer_decay, rc_augment, rc_predict, input_mask)."""
 
     def __init__(self, checkpoint: str | None = None, freeze: bool = False, lr: float = 3e-4,
-                 weight_decay: float = 0.01, dropout: float = 0.1, pool: str = "mean",
+                 weight_decay: float = 0.01, dropout: float = 0.1, pool: str = "mean", pool_heads: int = 4,
                  architecture_from: str | None = None, model: Any = None, window: int = 512,
-                 max_epochs: int | None = None) -> None:
-        self.checkpoint, self.freeze, self.pool, self.max_epochs = checkpoint, freeze, pool, max_epochs
-        self.hparams = {"lr": lr, "weight_decay": weight_decay, "dropout": dropout}
+                 max_epochs: int | None = None, probe: str = "sklearn", Cs: tuple[float, ...] = PROBE_CS,
+                 **recipe: Any) -> None:
+        if probe not in ("sklearn", "head"):
+            raise ValueError(f"probe must be sklearn or head, got {probe!r}")
+        if freeze and probe == "sklearn" and pool not in FIXED_POOLS:
+            raise ValueError(f"probe=sklearn needs a parameter-free pool {FIXED_POOLS}, got pool={pool!r} "
+                             "(or set probe=head to train the pooling)")
+        self.checkpoint, self.freeze, self.pool, self.pool_heads, self.max_epochs = \
+            checkpoint, freeze, pool, pool_heads, max_epochs
+        self.probe, self.Cs = probe, tuple(Cs)
+        self.hparams = {"lr": lr, "weight_decay": weight_decay, "dropout": dropout, **recipe}
         self.architecture_from, self.model, self.window = architecture_from, model, window
         self._loaded = None
-        self._probe_encoder: MemoizedEncoder | None = None  # shared by seeds: frozen features never change
+        self._frozen: torch.nn.Module | None = None  # shared by seeds: frozen features never change
+        self._cache: dict = {}
 
     def _load(self, path: str, tokenizer: Any, task: Task):
         import seqdiff
@@ -127,16 +148,54 @@ class DenoiserMethod:
 
     def run(self, task: Task, seed: int, ctx: Context, name: str = "denoiser") -> dict[str, float]:
         L.seed_everything(seed, workers=True)  # before building: a scratch backbone's init depends on it
-        if self.freeze and self.checkpoint and self._probe_encoder is not None:
-            encoder = self._probe_encoder
+        tok = ctx.tokenizer
+        if self.freeze:
+            if self._frozen is None or not self.checkpoint:
+                self._frozen, self._cache = self.backbone(task, ctx).eval(), {}
+            encoder = MemoizedEncoder(BackboneEncoder(self._frozen, tok.pad_id, self.pool, self.pool_heads),
+                                      cache=self._cache)
+            if self.probe == "sklearn":
+                return sklearn_probe(encoder, task, seed, ctx, self.Cs)
         else:
-            encoder = BackboneEncoder(self.backbone(task, ctx), ctx.tokenizer.pad_id, self.pool)
-            if self.freeze:
-                encoder = MemoizedEncoder(encoder)
-                self._probe_encoder = encoder if self.checkpoint else None
-        module = SequenceClassifier(encoder, task.num_classes, ctx.tokenizer.pad_id, self.freeze, **self.hparams)
-        window = encoder.encoder.window if isinstance(encoder, MemoizedEncoder) else encoder.window
-        return fit_and_test(module, task, seed, ctx, window, name, self.max_epochs)
+            encoder = BackboneEncoder(self.backbone(task, ctx), tok.pad_id, self.pool, self.pool_heads)
+        module = SequenceClassifier(encoder, task.num_classes, tok.pad_id, self.freeze, mask_id=tok.mask_id,
+                                    complement_ids=getattr(tok, "complement_ids", None), **self.hparams)
+        return fit_and_test(module, task, seed, ctx, encoder.window, name, self.max_epochs)
+
+
+
+def sklearn_probe(encoder: MemoizedEncoder, task: Task, seed: int, ctx: Context,
+                  Cs: tuple[float, ...] = PROBE_CS) -> dict[str, float]:
+    """Linear probe: frozen pooled features -> StandardScaler -> LogisticRegression, C by validation accuracy."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    def features(tokens):
+        out = []
+        for i in range(0, len(tokens), ctx.batch_size):
+            x = torch.nn.utils.rnn.pad_sequence(tokens[i:i + ctx.batch_size], batch_first=True,
+                                                padding_value=ctx.tokenizer.pad_id)
+            out.append(encoder(x, x != ctx.tokenizer.pad_id))
+        return torch.cat(out).double().numpy()
+
+    (xtr, ytr), (xva, yva), (xte, yte) = encode_split(task, seed, ctx, encoder.window)
+    ftr, fva, fte = features(xtr), features(xva), features(xte)
+    best = None
+    for C in Cs:
+        pipe = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=3000, random_state=seed))
+        pipe.fit(ftr, ytr)
+        acc = float((pipe.predict(fva) == np.asarray(yva)).mean())
+        if best is None or acc > best[2]:
+            best = (pipe, float(C), acc)
+    if best is None:
+        raise ValueError("Cs is empty")
+    pipe, C, val_acc = best
+    probs = np.zeros((len(fte), task.num_classes))
+    probs[:, pipe.classes_] = pipe.predict_proba(fte)
+    metrics = score(probs, np.asarray(yte))
+    metrics.update(C=C, val_acc=val_acc)
+    return metrics
 
 
 class CNNMethod:
@@ -166,7 +225,11 @@ class KmerLRMethod:
     def run(self, task: Task, seed: int, ctx: Context, name: str = "kmer_lr") -> dict[str, float]:
         from seqdiff.dna.downstream.baselines import fit_kmer_lr, predict_proba
 
-        train, val, test = _split(task, seed, ctx.val_fraction)
+        y = task.label_ids(task.train_labels)
+        tr, va = carve_validation(y, ctx.val_fraction, seed)
+        xs = task.train_sequences
+        train, val = ([xs[i] for i in tr], [y[i] for i in tr]), ([xs[i] for i in va], [y[i] for i in va])
+        test = (task.test_sequences, task.label_ids(task.test_labels))
         pipe, C, val_acc = fit_kmer_lr(train, val, self.k_max, self.Cs, seed)
         metrics = score(predict_proba(pipe, test[0], task.num_classes), np.asarray(test[1]))
         metrics.update(C=C, val_acc=val_acc)
@@ -191,4 +254,8 @@ def summarize(per_seed: list[dict]) -> dict:
         if vals:
             mean[k] = statistics.fmean(vals)
             std[k] = statistics.stdev(vals) if len(vals) > 1 else 0.0
-    return {"mean": mean, "std": std, "n_seeds": len(per_seed)}
+    out = {"mean": mean, "std": std, "n_seeds": len(per_seed)}
+    val = [r["val_acc"] for r in per_seed if "val_acc" in r]
+    if val:  # what a recipe is chosen by (test is reported, never tuned on)
+        out["val_acc"] = {"mean": statistics.fmean(val), "std": statistics.stdev(val) if len(val) > 1 else 0.0}
+    return out

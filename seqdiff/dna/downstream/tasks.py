@@ -29,25 +29,43 @@ class Task:
     train_labels: list[str]
     test_sequences: list[str]
     test_labels: list[str]
+    # where each sequence came from, for error messages ("train.csv line 7", "te.fa record #3 ('id')");
+    # None: "task NAME train sequence #i"
+    train_rows: list[str] | None = None
+    test_rows: list[str] | None = None
+    train_source: str | None = None  # the training file (named when the whole file is at fault)
     classes: tuple[str, ...] = field(init=False)  # sorted training labels; class index = position here
 
     def __post_init__(self) -> None:
+        from seqdiff.dna.tokenizer import normalize
+
         for part, seqs, labels in (("train", self.train_sequences, self.train_labels),
                                    ("test", self.test_sequences, self.test_labels)):
             if len(seqs) != len(labels):
                 raise ValueError(f"task {self.name}: {len(seqs)} {part} sequences but {len(labels)} labels")
             if not seqs:
                 raise ValueError(f"task {self.name}: the {part} set is empty")
-            empty = [i for i, s in enumerate(seqs) if not s]
-            if empty:
-                raise ValueError(f"task {self.name}: {part} sequence #{empty[0]} is empty")
+            for i, s in enumerate(seqs):
+                if not s:
+                    raise ValueError(f"{self.where(part, i)}: empty sequence")
+                try:
+                    normalize(s)
+                except ValueError as e:
+                    raise ValueError(f"{self.where(part, i)}: {e}") from None
         self.classes = tuple(sorted(set(self.train_labels)))
         if len(self.classes) < 2:
-            raise ValueError(f"task {self.name}: the training set has a single class {self.classes}")
+            raise ValueError(f"{self.train_source or f'task {self.name}'}: the training set has a single class "
+                             f"{self.classes[0]!r} (a classifier needs at least 2)")
         unknown = sorted(set(self.test_labels) - set(self.classes))
         if unknown:
-            raise ValueError(f"task {self.name}: test labels {unknown} never occur in train (train classes: "
+            i = next(i for i, y in enumerate(self.test_labels) if y in unknown)
+            raise ValueError(f"{self.where('test', i)}: test labels {unknown} never occur in train (train classes: "
                              f"{list(self.classes)})")
+
+    def where(self, part: str, i: int) -> str:
+        """Where sequence i of `part` (train | test) came from, for error messages."""
+        rows = self.train_rows if part == "train" else self.test_rows
+        return rows[i] if rows is not None else f"task {self.name} {part} sequence #{i}"
 
     @property
     def num_classes(self) -> int:
@@ -88,7 +106,7 @@ def genomic_benchmarks_task(root: str, name: str) -> Task:
         class_dirs = sorted(p for p in d.iterdir() if p.is_dir()) if d.is_dir() else []
         if not class_dirs:
             raise FileNotFoundError(f"{d} has no class folders")
-        seqs, labels = [], []
+        seqs, labels, rows = [], [], []
         for cdir in class_dirs:
             files = sorted(cdir.glob("*.txt"))
             if not files:
@@ -96,8 +114,10 @@ def genomic_benchmarks_task(root: str, name: str) -> Task:
             for f in files:
                 seqs.append("".join(f.read_text().split()))
                 labels.append(cdir.name)
-        parts[part] = (seqs, labels)
-    return Task(name, *parts["train"], *parts["test"])
+                rows.append(str(f))
+        parts[part] = (seqs, labels, rows)
+    (xtr, ytr, rtr), (xte, yte, rte) = parts["train"], parts["test"]
+    return Task(name, xtr, ytr, xte, yte, train_rows=rtr, test_rows=rte, train_source=str(base / "train"))
 
 
 def _label_from_header(header: str) -> str:
@@ -109,8 +129,9 @@ def _label_from_header(header: str) -> str:
     raise ValueError("no label in header (use `>id label=NAME` or `>id|NAME`)")
 
 
-def read_labeled(path: str | Path) -> tuple[list[str], list[str]]:
-    """Sequences and labels from a FASTA (label in the header) or a CSV with `sequence,label` columns."""
+def read_labeled(path: str | Path) -> tuple[list[str], list[str], list[str]]:
+    """Sequences, labels and row names ("FILE line N" / "FILE record #i ('id')") from a FASTA (label in the
+    header) or a CSV/TSV with `sequence,label` columns."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"labelled sequence file not found: {path}")
@@ -122,20 +143,23 @@ def read_labeled(path: str | Path) -> tuple[list[str], list[str]]:
         missing = {"sequence", "label"} - set(frame.columns)
         if missing:
             raise ValueError(f"{path}: missing column(s) {sorted(missing)}; found {list(frame.columns)}")
-        return frame["sequence"].str.strip().tolist(), frame["label"].str.strip().tolist()
+        rows = [f"{path} line {i + 2}" for i in range(len(frame))]  # line 1 is the header
+        return frame["sequence"].str.strip().tolist(), frame["label"].str.strip().tolist(), rows
     from Bio import SeqIO
 
-    seqs, labels = [], []
+    seqs, labels, rows = [], [], []
     for i, rec in enumerate(SeqIO.parse(path, "fasta")):
         try:
             labels.append(_label_from_header(rec.description))
         except ValueError as e:
             raise ValueError(f"{path}: record #{i} ({rec.id!r}): {e}") from None
         seqs.append(str(rec.seq))
+        rows.append(f"{path} record #{i} ({rec.id!r})")
     if not seqs:
         raise ValueError(f"{path}: no FASTA records (or a CSV without a .csv suffix)")
-    return seqs, labels
+    return seqs, labels, rows
 
 
 def labeled_task(train: str, test: str, name: str | None = None) -> Task:
-    return Task(name or Path(train).stem, *read_labeled(train), *read_labeled(test))
+    (xtr, ytr, rtr), (xte, yte, rte) = read_labeled(train), read_labeled(test)
+    return Task(name or Path(train).stem, xtr, ytr, xte, yte, train_rows=rtr, test_rows=rte, train_source=train)

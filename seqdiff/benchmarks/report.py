@@ -45,7 +45,7 @@ def goals(res: dict) -> dict:
              "js": js(fastest)},
             "met": best is not None and _cost(_b16(best, big)) <= ar_sec,
         },
-        # issue 13: model FLOP/s >= 40% of the bf16 matmul peak where bf16 is used (else of the fp32 peak)
+        # model FLOP/s >= 40% of the bf16 matmul peak where bf16 is used (else of the fp32 peak)
         "mfu_at_least_40pct_of_ceiling": {"mfu": mfu, "precision": tr["precision"], "met": mfu >= 0.4},
     }
 

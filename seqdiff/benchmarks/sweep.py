@@ -122,6 +122,7 @@ def plot_curves(rows: list[dict], markov: float | None, path: Path, budget: floa
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
+    ax.set_prop_cycle(color=plt.cm.tab20.colors)  # more than 10 points stay distinguishable
     for r in rows:
         pts = [p for p in r.get("curve", []) if "val/bpb" in p]
         if pts:

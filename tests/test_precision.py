@@ -97,3 +97,19 @@ def test_cli_precision_choice_is_applied_and_reported(tiny_checkpoint, tmp_path)
     assert out["precision"] == "bf16" and out["num_samples"] == 2
     with pytest.raises(ValueError, match="precision must be one of"):
         evaluate(compose("evaluate", [f"checkpoint={tiny_checkpoint}", "device=cpu", "precision=half"]))
+
+
+def test_finetune_trainer_precision_follows_the_probe(forced, tmp_path):
+    """finetune's trainer.precision=auto is resolved by the same measured rule as training."""
+    from seqdiff.dna.downstream.finetune import setup
+
+    from helpers import FIXTURES, compose
+
+    over = ["task=genomic_benchmarks", "task.name=yeast_coding_mini",
+            f"task.root={FIXTURES / 'downstream' / 'genomic_benchmarks'}", f"run_dir={tmp_path}", "device=cpu"]
+    forced(100.0, 900.0)
+    assert setup(compose("finetune", over), keep_checkpoints=False)[1].trainer.precision == "bf16-mixed"
+    forced(100.0, 110.0)
+    assert setup(compose("finetune", over), keep_checkpoints=False)[1].trainer.precision == "32-true"
+    assert setup(compose("finetune", [*over, "trainer.precision=bf16-mixed"]),
+                 keep_checkpoints=False)[1].trainer.precision == "bf16-mixed"

@@ -19,6 +19,7 @@ from seqdiff.dna.downstream.metrics import METRICS
 from seqdiff.dna.downstream.protocol import Context, DenoiserMethod, run_seeds
 from seqdiff.dna.downstream.tasks import Task
 from seqdiff.io import write_text
+from seqdiff.precision import resolve_training_precision
 
 log = logging.getLogger("seqdiff.downstream")
 # configs/finetune.yaml keys passed to DenoiserMethod (benchmark_downstream.yaml interpolates the same keys)
@@ -36,6 +37,8 @@ def setup(cfg: DictConfig, keep_checkpoints: bool) -> tuple[Task, Context]:
     device = resolve_device(cfg.device)  # the trainer's accelerator comes from `device`, not the trainer config
     trainer = OmegaConf.create(OmegaConf.to_container(cfg.trainer, resolve=True))  # not struct: keys are added
     trainer.accelerator, trainer.devices = device.type, 1 if device.index is None else [device.index]
+    # precision=auto: bf16-mixed where this device's bf16 matmul is measured >= 1.5x fp32 (seqdiff.precision)
+    trainer.precision = resolve_training_precision(trainer.get("precision", "32-true"), device.type)
     ctx = Context(tokenizer=tokenizer, trainer=trainer, batch_size=cfg.batch_size, val_fraction=cfg.val_fraction,
                   long_sequences=cfg.long_sequences, run_dir=Path(cfg.run_dir), keep_checkpoints=keep_checkpoints,
                   patience=cfg.patience)

@@ -199,6 +199,18 @@ def test_benchmark_smoke_writes_json_and_table(tmp_path):
     md = (tmp_path / "bench" / "results.md").read_text()
     assert md.startswith("| method | accuracy | MCC | macro-F1 | AUROC |") and "| kmer_lr |" in md
     assert json.loads((tmp_path / "bench" / "results.json").read_text())["seeds"] == [0, 1]
+    assert (tmp_path / "bench" / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # several finished runs side by side: one table per task, one figure; nothing is trained
+    cfg = compose("benchmark_downstream", [f"summary=[{tmp_path / 'bench'},{tmp_path / 'bench' / 'results.json'}]",
+                                           f"summary_out={tmp_path / 'all'}"], run_dir=tmp_path / "unused")
+    runs = benchmark_downstream(cfg)
+    assert list(runs) == ["yeast_coding_mini"]  # same task twice: one entry
+    summary = (tmp_path / "all.md").read_text()
+    assert "### yeast_coding_mini" in summary and "| kmer_lr |" in summary
+    assert (tmp_path / "all.png").stat().st_size > 1000
+    with pytest.raises(FileNotFoundError, match="no results.json"):
+        benchmark_downstream(compose("benchmark_downstream", [f"summary=[{tmp_path / 'nowhere'}]"],
+                                     run_dir=tmp_path / "unused"))
 
 
 def test_benchmark_without_checkpoint_says_what_to_do(tmp_path):

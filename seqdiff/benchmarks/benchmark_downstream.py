@@ -3,7 +3,9 @@ method (pretrained vs scratch denoiser, k-mer LR, CNN) on one labelled-DNA task 
 
     python scripts/benchmark_downstream.py task=splice checkpoint=PATH
 
-Writes <run dir>/results.json and results.md after every method, so partial results survive.
+Writes <run dir>/results.json, results.md and results.png (test accuracy per method, mean ± std with every
+seed as a dot) after every method, so partial results survive. `plot_downstream` draws several tasks' results
+side by side (scripts/benchmark_downstream.py summary='[DIR, ...]').
 """
 
 from __future__ import annotations
@@ -27,7 +29,10 @@ METRIC_NAMES = {"acc": "accuracy", "mcc": "MCC", "f1": "macro-F1", "auroc": "AUR
 
 
 def benchmark_downstream(cfg: DictConfig) -> dict:
-    """Every method in cfg.methods (a null entry is skipped) on cfg.task over cfg.seeds; JSON + markdown."""
+    """Every method in cfg.methods (a null entry is skipped) on cfg.task over cfg.seeds; JSON + markdown + PNG.
+    With `summary=[DIR, ...]`: no training, the finished runs side by side in <summary_out>.{md,png}."""
+    if cfg.get("summary"):
+        return summarize_runs(list(cfg.summary), str(cfg.summary_out))
     task, ctx = setup(cfg, keep_checkpoints=False)
     methods = {name: mcfg for name, mcfg in cfg.methods.items() if mcfg is not None}
     if not methods:
@@ -56,7 +61,74 @@ def _write_benchmark(cfg: DictConfig, task: Task, ctx: Context, results: dict, s
            "seconds": seconds, "table": table, "config": OmegaConf.to_container(cfg, resolve=True)}
     write_text(ctx.run_dir / "results.json", json.dumps(out, indent=2) + "\n")
     write_text(ctx.run_dir / "results.md", table + "\n")
+    plot_downstream({task.name: out}, ctx.run_dir / "results.png")
     return out
+
+
+def plot_downstream(runs: dict[str, dict], path, metric: str = "acc") -> None:
+    """Grouped bars: one group per task (key of `runs`, value = a results.json dict), one bar per method
+    (mean ± sample std over seeds, each seed a dot), the majority-class rate of the test set as a dashed line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from seqdiff.io import savefig
+
+    methods: list[str] = []
+    for out in runs.values():
+        methods += [m for m in out["results"] if m not in methods]
+    width = 0.8 / max(len(methods), 1)
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.2 + 1.6 * len(runs) * max(1, len(methods)) / 4), 4.2))
+    colors = plt.cm.tab10.colors
+    for j, method in enumerate(methods):
+        for i, out in enumerate(runs.values()):
+            r = out["results"].get(method)
+            if r is None or metric not in r["mean"]:
+                continue
+            x = i - 0.4 + width * (j + 0.5)
+            ax.bar(x, 100 * r["mean"][metric], width * 0.9, yerr=100 * r["std"][metric], capsize=2,
+                   color=colors[j % 10], label=method)
+            ax.scatter([x] * len(r["per_seed"]), [100 * s[metric] for s in r["per_seed"]], s=6, color="k", zorder=3)
+    for i, out in enumerate(runs.values()):
+        counts = out.get("task", {}).get("test", {}).get("class_counts")
+        if counts:
+            ax.hlines(100 * max(counts.values()) / sum(counts.values()), i - 0.45, i + 0.45, colors="grey", linestyles="--", lw=1)
+    ax.set_xticks(range(len(runs)), list(runs))
+    ax.set_ylabel({"acc": "test accuracy (%)", "f1": "test macro-F1 (%)"}.get(metric, metric))
+    lows = [100 * r["mean"][metric] - 100 * r["std"][metric] for out in runs.values()
+            for r in out["results"].values() if metric in r["mean"]]
+    ax.set_ylim(max(0.0, min(lows, default=0.0) - 10), 100)
+    handles, labels = ax.get_legend_handles_labels()
+    seen = dict(zip(labels, handles))
+    ax.legend(seen.values(), seen.keys(), fontsize=7, ncol=min(len(seen), 5), loc="lower center")
+    ax.grid(axis="y", alpha=0.3)
+    ax.set_title("downstream classification: mean ± std over seeds (dots), dashed = majority class", fontsize=9)
+    fig.tight_layout()
+    savefig(fig, path)
+    plt.close(fig)
+
+
+def summarize_runs(run_dirs: list[str], out: str) -> dict:
+    """Several benchmark runs (one per task) -> <out>.md (one table per task) and <out>.png (grouped bars)."""
+    from pathlib import Path
+
+    runs: dict[str, dict] = {}
+    for d in run_dirs:
+        path = Path(d) / "results.json" if Path(d).is_dir() else Path(d)
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: no results.json (run scripts/benchmark_downstream.py first)")
+        res = json.loads(path.read_text())
+        name = res.get("task", {}).get("name") or path.parent.name
+        runs[name] = res
+    md = []
+    for name, res in runs.items():
+        md += [f"### {name} ({', '.join(map(str, res['seeds']))} seeds; checkpoint {res.get('checkpoint')})", "",
+               res["table"], ""]
+    write_text(f"{out}.md", "\n".join(md))
+    plot_downstream(runs, f"{out}.png")
+    log.info("wrote %s.md and %s.png", out, out)
+    return runs
 
 
 def markdown_table(results: dict[str, dict], seconds: dict[str, float] | None = None) -> str:

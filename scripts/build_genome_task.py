@@ -1,4 +1,4 @@
-"""Build the yeast chrI coding-vs-intergenic task: `python scripts/build_genome_task.py [out=DIR] [window=200]`."""
+"""Build a genome-annotation task: `python scripts/build_genome_task.py [task=yeast_coding] [out=DIR] [window=200]`."""
 
 import hydra
 from omegaconf import DictConfig

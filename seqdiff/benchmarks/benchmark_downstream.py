@@ -93,14 +93,15 @@ def plot_downstream(runs: dict[str, dict], path, metric: str = "acc") -> None:
     for i, out in enumerate(runs.values()):
         counts = out.get("task", {}).get("test", {}).get("class_counts")
         if counts:
-            ax.hlines(100 * max(counts.values()) / sum(counts.values()), i - 0.45, i + 0.45, colors="grey", linestyles="--", lw=1)
+            majority = 100 * max(counts.values()) / sum(counts.values())
+            ax.hlines(majority, i - 0.45, i + 0.45, colors="grey", linestyles="--", lw=1)
     ax.set_xticks(range(len(runs)), list(runs))
     ax.set_ylabel({"acc": "test accuracy (%)", "f1": "test macro-F1 (%)"}.get(metric, metric))
     lows = [100 * r["mean"][metric] - 100 * r["std"][metric] for out in runs.values()
             for r in out["results"].values() if metric in r["mean"]]
     ax.set_ylim(max(0.0, min(lows, default=0.0) - 10), 100)
     handles, labels = ax.get_legend_handles_labels()
-    seen = dict(zip(labels, handles))
+    seen = dict(zip(labels, handles, strict=True))
     ax.legend(seen.values(), seen.keys(), fontsize=7, ncol=min(len(seen), 5), loc="lower center")
     ax.grid(axis="y", alpha=0.3)
     ax.set_title("downstream classification: mean ± std over seeds (dots), dashed = majority class", fontsize=9)

@@ -9,7 +9,8 @@ Validation data are carved from train by the protocol (`data.carve_validation`),
   `<root>/<name>/{train,test}/<class>/*.txt`, one sequence per file.
 - `labeled_task`: a FASTA whose headers carry the label (`label=NAME` token, else the last `|` field) or a
   CSV with `sequence,label` columns; one file for train, one for test.
-- `yeast_coding_task` (genome_task.py): coding vs intergenic windows from the yeast chrI annotation.
+- `genome_task` (genome_task.py): windows from a catalogued genome and its RefSeq GFF3, split by position:
+  `yeast_coding`, `fly_coding` (coding vs intergenic) and `arabidopsis_promoter` (upstream of a gene vs background).
 """
 
 from __future__ import annotations

@@ -30,7 +30,6 @@ Loaders (`genome_task`, `yeast_coding_task`) build on first use and again whenev
 from __future__ import annotations
 
 import gzip
-import hashlib
 import inspect
 import json
 import logging
@@ -42,6 +41,7 @@ import numpy as np
 import pandas as pd
 
 from seqdiff.dna.downstream.tasks import Task, read_labeled
+from seqdiff.dna.spec import reverse_complement
 from seqdiff.io import write_csv, write_text
 
 log = logging.getLogger("seqdiff.downstream")
@@ -80,7 +80,6 @@ CLASSES = {  # what each label means, written into build.json
                                "upstream window of no gene or pseudogene (any biotype, either strand)"},
 }
 _BIOTYPE = re.compile(r"(?:^|;)gene_biotype=([^;]*)")
-_COMPLEMENT = str.maketrans("ACGT", "TGCA")
 
 
 def read_gff(path: str | Path) -> pd.DataFrame:
@@ -98,10 +97,6 @@ def read_gff(path: str | Path) -> pd.DataFrame:
             biotype = _BIOTYPE.search(cols[8])
             rows.append((cols[0], cols[2], int(cols[3]) - 1, int(cols[4]), cols[6], biotype[1] if biotype else ""))
     return pd.DataFrame(rows, columns=["seqid", "type", "start", "end", "strand", "biotype"])
-
-
-def reverse_complement(seq: str) -> str:
-    return seq.translate(_COMPLEMENT)[::-1]
 
 
 def _prefix(mask: np.ndarray) -> np.ndarray:
@@ -180,7 +175,9 @@ def _balance(frame: pd.DataFrame, rng: np.random.Generator, cap: int | None = No
 
 
 def _sha256(path: str | Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    from seqdiff.dna.fetch import _sha256_file  # streamed: the FASTAs are up to 30 Mb
+
+    return _sha256_file(Path(path))
 
 
 def build_task(fasta: str | Path, gff: str | Path, out_dir: str | Path, kind: str = "coding", window: int = 200,

@@ -216,3 +216,23 @@ def test_real_tasks_build_from_pypi_wheels(tmp_path, name, kind, genome, extra, 
     rec = json.loads((tmp_path / name / "build.json").read_text())
     assert rec["train"] == train and rec["test"] == test and rec["genome"] == genome
     assert task.summary()["train"]["n"] == sum(train.values())
+
+
+@pytest.mark.parametrize(
+    ("experiment", "task"), [("pretrain_fly", "fly_coding"), ("pretrain_arabidopsis", "arabidopsis_promoter")]
+)
+def test_species_pretraining_never_sees_the_task_test_split(experiment, task):
+    """The species pretraining recipes use the task's genome and end their training and validation regions
+    before the task's train/test boundary minus its gap (the real chromosome lengths and 200 random ones): no
+    test window of the task is pretrained on or used to pick a checkpoint."""
+    from seqdiff.dna.genome import fraction_splits
+
+    cfg = compose("train", [f"experiment={experiment}"])
+    task_cfg = compose("finetune", [f"task={task}"]).task
+    assert cfg.data.genome == task_cfg.genome
+    lengths = [1_348_131, 30_427_671, *np.random.default_rng(0).integers(600_000, 300_000_000, 200).tolist()]
+    for length in lengths:
+        splits = fraction_splits({"c": length}, cfg.data.valid_frac, cfg.data.test_frac, cfg.data.gap)
+        boundary = int((1 - task_cfg.test_fraction) * length)
+        for split in ("train", "valid"):
+            assert splits[split] and all(r.end <= boundary - task_cfg.gap for r in splits[split]), (length, split)

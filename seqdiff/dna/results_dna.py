@@ -1,4 +1,7 @@
-"""`results_dna(cfg)`: trained runs vs the best Markov model on identical held-out windows (scripts/results_dna.py)."""
+"""`results_dna(cfg)`: trained runs vs the best Markov model on identical held-out windows (scripts/results_dna.py).
+
+Writes <out>.json, <out>.md and <out>.png: each run's learning curve (in-training validation bits/base against
+training seconds, from its curve.json) with its final test score, beside the Markov chain's lines."""
 
 from __future__ import annotations
 
@@ -60,6 +63,7 @@ def results_dna(cfg: DictConfig) -> dict:
             "train_tokens_per_second": metrics.get("train_tokens_per_second"),
             "test_bits_per_base": res.bits_per_base, "test_stderr": res.stderr,
             "vs_markov_percent": 100.0 * (res.bits_per_base - markov_test) / markov_test,
+            "curve": json.loads((run / "curve.json").read_text()) if (run / "curve.json").is_file() else [],
         })
     out = {
         "test_windows": int(test.shape[0]), "window_bases": int(test.shape[1]) * bpt,
@@ -81,5 +85,43 @@ def results_dna(cfg: DictConfig) -> dict:
                   f"{r['test_bits_per_base']:.4f} ± {r['test_stderr']:.4f} | {r['vs_markov_percent']:+.2f}% |")
     with atomic_write(Path(cfg.out).with_suffix(".md")) as f:
         f.write("\n".join(md) + "\n")
+    plot_learning_curves(out, Path(cfg.out).with_suffix(".png"))
     print("\n".join(md))
     return out
+
+
+def plot_learning_curves(results: dict, path: Path) -> None:
+    """Held-out bits/base against training seconds for every run (line: in-training validation; star: final
+    test score on the shared test windows), with the best Markov chain on the validation and test windows."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from seqdiff.io import savefig
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    markov = results["markov"]
+    for i, r in enumerate(results["runs"]):
+        color = f"C{i % 10}"
+        label = f"{Path(r['run']).name} ({r['objective']})"
+        pts = [p for p in r.get("curve") or [] if "val/bpb" in p and "train_seconds" in p]
+        if pts:
+            ax.plot([p["train_seconds"] for p in pts], [p["val/bpb"] for p in pts], marker=".", color=color,
+                    label=f"{label}: validation during training")
+        if r.get("train_seconds"):
+            ax.plot([r["train_seconds"]], [r["test_bits_per_base"]], marker="*", ms=12, color=color, ls="none",
+                    label=f"{label}: test {r['test_bits_per_base']:.4f}")
+    by_order = {int(k): v for k, v in markov["valid_bits_per_base_by_order"].items()}  # JSON keys are strings
+    valid_markov = by_order[int(markov["order"])]
+    ax.axhline(valid_markov, color="k", ls="--", lw=1,
+               label=f"Markov order {markov['order']}: validation {valid_markov:.4f}")
+    ax.axhline(markov["test_bits_per_base"], color="k", ls=":", lw=1,
+               label=f"Markov order {markov['order']}: test {markov['test_bits_per_base']:.4f}")
+    ax.set_xlabel("training seconds")
+    ax.set_ylabel("held-out bits/base")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    savefig(fig, path)
+    plt.close(fig)

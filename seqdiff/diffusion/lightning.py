@@ -147,14 +147,22 @@ class DiffusionLM(SequenceLM):
     objective = "mdlm"
 
     def __init__(self, backbone: nn.Module, tokenizer: Any, schedule: Schedule | None = None,
-                 antithetic: bool = True, teacher_weight: float = 0.0, **kwargs: Any) -> None:
+                 antithetic: bool = True, teacher_weight: float = 0.0, train_t_power: float = 1.0,
+                 **kwargs: Any) -> None:
         super().__init__(backbone, tokenizer, **kwargs)
+        if not train_t_power > 0:
+            raise ValueError(f"objective.train_t_power must be > 0, got {train_t_power}")
         self.schedule = schedule or LogLinearSchedule()
         self.antithetic = antithetic
+        # Training only: t = u ** power (power > 1 spends more of training on lightly masked inputs, where the
+        # visible context decides the answer). Validation, test and evaluation always use the NELBO's uniform t.
+        self.train_t_power = float(train_t_power)
         self.teacher_weight = teacher_weight  # weight of the count teacher's soft targets (data.teacher)
 
     def token_nats(self, backbone: nn.Module, x0: Tensor, q: Tensor | None = None) -> Tensor:
         t = sample_t(x0.shape[0], antithetic=self.antithetic, eps=self.schedule.eps, device=x0.device)
+        if self.training and self.train_t_power != 1.0:
+            t = t.pow(self.train_t_power).clamp_min(self.schedule.eps)
         return mdlm_nelbo(backbone, x0, self.schedule, t, self.tokenizer.mask_id, self.loss_mask(x0),
                           soft_targets=q, soft_weight=self.teacher_weight if self.training else 0.0)
 

@@ -13,7 +13,7 @@ from omegaconf import DictConfig
 
 import seqdiff
 from seqdiff.device import resolve_device
-from seqdiff.evaluation.likelihood import evaluate_likelihood
+from seqdiff.evaluation.likelihood import evaluate_likelihood, mask_rate_profile
 from seqdiff.io import atomic_write
 from seqdiff.precision import with_precision
 
@@ -69,6 +69,14 @@ def evaluate(cfg: DictConfig) -> dict:
            "objective": model.family.name if model.family is not None else model.objective, "source": source,
            "precision": "bf16" if backbone is not model.backbone else "fp32",
            "checkpoint": str(cfg.checkpoint)}
+    if cfg.get("mask_rates"):
+        if model.objective != "mdlm" or model.family is not None:
+            raise ValueError("mask_rates: the mask-rate profile is for absorbing-noise (MDLM) models, "
+                             f"not {out['objective']}")
+        out["mask_rate_profile"] = mask_rate_profile(backbone, tok, _x0_batches(loader), model.schedule,
+                                                     list(cfg.mask_rates), seed=int(cfg.seed), device=device)
+        for row in out["mask_rate_profile"]:
+            log.info("mask rate %.2f: %.4f bits per masked base", row["mask_rate"], row["bits_per_masked_base"])
     if cfg.out is not None:
         path = Path(cfg.out)
     else:

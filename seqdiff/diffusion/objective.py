@@ -30,6 +30,15 @@ def subs_log_probs(logits: Tensor, xt: Tensor, mask_id: int) -> Tensor:
     return log_probs
 
 
+def clean_log_probs(logits: Tensor, mask_id: int) -> Tensor:
+    """log p(x0 | xt) over clean tokens from raw logits (B, L, V), in fp32: SUBS's zero mask probability only
+    (only masked positions carry loss, so no carry-over is needed). Out of place: under FSDP an in-place write
+    into the backbone's output (which .float() returns as is in fp32) breaks the backward hooks FSDP
+    registered on it (tests/test_distributed.py)."""
+    is_mask = torch.arange(logits.shape[-1], device=logits.device) == mask_id  # (V,), no host copy
+    return logits.float().masked_fill(is_mask, -torch.inf).log_softmax(-1)
+
+
 def mdlm_nelbo(
     backbone: nn.Module,
     x0: Tensor,
@@ -49,12 +58,7 @@ def mdlm_nelbo(
     if loss_mask is None:
         loss_mask = torch.ones_like(x0, dtype=torch.bool)
     xt = add_noise(x0, schedule.alpha(t), mask_id, generator=generator, maskable=loss_mask)
-    logits = backbone(xt, t)
-    # Only masked positions carry loss; gather -log p(x0) from the raw logits (SUBS zeroes the mask logit).
-    # Out of place: under FSDP an in-place write into the backbone's output (which .float() returns as is in
-    # fp32) breaks the backward hooks FSDP registered on it (tests/test_distributed.py).
-    is_mask = torch.arange(logits.shape[-1], device=logits.device) == mask_id  # (V,), no host copy
-    log_p = logits.float().masked_fill(is_mask, -torch.inf).log_softmax(-1)
+    log_p = clean_log_probs(backbone(xt, t), mask_id)
     nll = -log_p.gather(-1, x0.unsqueeze(-1)).squeeze(-1)  # (B, L)
     if soft_targets is not None and soft_weight > 0:  # training only: see seqdiff.dna.teacher
         soft = -(soft_targets.float() * log_p[..., : soft_targets.shape[-1]]).sum(-1)

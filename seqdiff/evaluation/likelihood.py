@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from seqdiff.device import randperm
-from seqdiff.diffusion.objective import LN2, ar_nll, mdlm_nelbo
+from seqdiff.diffusion.objective import LN2, ar_nll, clean_log_probs, mdlm_nelbo
 from seqdiff.noise import Schedule, add_noise, sample_t
 
 
@@ -159,25 +159,23 @@ def mask_rate_profile(backbone: nn.Module, tokenizer, batches: Iterable[Tensor],
         raise ValueError(f"mask rates must be in (0, 1], got {rates}")
     g = torch.Generator(device="cpu").manual_seed(seed)
     ts = {r: t_for_mask_rate(schedule, r) for r in rates}
-    nats = dict.fromkeys(rates, 0.0)
-    count = dict.fromkeys(rates, 0)
+    nats = torch.zeros(len(rates), dtype=torch.float64, device=device)  # summed on the device: no per-batch sync
+    count = torch.zeros(len(rates), dtype=torch.int64, device=device)
     for x0 in tqdm(batches, desc="mask-rate profile", disable=not progress, leave=False):
         x0 = x0.to(device)
         keep = x0 != tokenizer.pad_id
-        for r in rates:
+        for i, r in enumerate(rates):
             t = torch.full((x0.shape[0],), ts[r], device=device)
             xt = add_noise(x0, torch.full((x0.shape[0],), 1.0 - r, device=device), tokenizer.mask_id,
                            generator=g, maskable=keep)
-            logits = backbone(xt, t).float()
-            is_mask = torch.arange(logits.shape[-1], device=logits.device) == tokenizer.mask_id
-            nll = -logits.masked_fill(is_mask, -torch.inf).log_softmax(-1).gather(-1, x0.unsqueeze(-1)).squeeze(-1)
+            nll = -clean_log_probs(backbone(xt, t), tokenizer.mask_id).gather(-1, x0.unsqueeze(-1)).squeeze(-1)
             masked = (xt == tokenizer.mask_id) & keep
-            nats[r] += float(nll[masked].double().sum())
-            count[r] += int(masked.sum())
+            nats[i] += nll[masked].double().sum()
+            count[i] += masked.sum()
     bpt = getattr(tokenizer, "bases_per_token", 1)
     out = []
-    for r in rates:
-        bits = nats[r] / max(count[r], 1) / LN2
+    for r, n, c in zip(rates, nats.tolist(), count.tolist(), strict=True):
+        bits = n / max(c, 1) / LN2
         out.append({"mask_rate": r, "bits_per_masked_token": bits, "bits_per_masked_base": bits / bpt,
-                    "masked_tokens": count[r]})
+                    "masked_tokens": c})
     return out

@@ -37,6 +37,29 @@ def build_backbone(cfg_model: Any, tokenizer: Any, max_len: int) -> tuple[torch.
     return instantiate(cfg_model, **init), init
 
 
+def init_backbone_from(backbone: torch.nn.Module, tokenizer: Any, path: str) -> int:
+    """Copy the weights of the checkpoint (or save_pretrained folder) at `path` into `backbone` before training:
+    its EMA weights when it has them. Tensors are matched by name and shape; the tokenizers must be equal.
+    The source may have another objective: an AR checkpoint warm-starts an MDLM run (the same transformer with
+    its causal flag off), as AR-to-diffusion adaptation does. Returns the number of tensors copied; raises
+    CheckpointError naming the tensors that do not match (nothing is copied then)."""
+    from seqdiff.checkpoint import CheckpointError, check_tokenizer, load
+
+    src = load(path)
+    check_tokenizer(src, tokenizer, "this run")
+    theirs, ours = src.backbone.state_dict(), backbone.state_dict()
+    missing = sorted(set(ours) - set(theirs))
+    unexpected = sorted(set(theirs) - set(ours))
+    shapes = [f"{k} {tuple(theirs[k].shape)} vs {tuple(v.shape)}" for k, v in ours.items()
+              if k in theirs and theirs[k].shape != v.shape]
+    if missing or unexpected or shapes:
+        raise CheckpointError(f"init_from={path}: its backbone does not match this run's model "
+                              f"(missing {missing[:5]}, unexpected {unexpected[:5]}, shape {shapes[:3]})")
+    backbone.load_state_dict(theirs)
+    log.info("initialised %d backbone tensors from %s (objective %s)", len(theirs), path, src.objective)
+    return len(theirs)
+
+
 def build_module(cfg: DictConfig, backbone: torch.nn.Module, tokenizer: Any) -> L.LightningModule:
     target = instantiate({"_target_": "hydra.utils.get_class", "path": cfg.objective["_target_"]})
     kwargs: dict[str, Any] = {"backbone": backbone, "tokenizer": tokenizer}
@@ -80,7 +103,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
     tokenizer = instantiate(cfg.tokenizer)
     datamodule = instantiate(cfg.data, tokenizer=tokenizer)
     backbone, backbone_init = build_backbone(cfg.model, tokenizer, datamodule.window)
-    module = build_module(cfg, backbone, tokenizer)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    ckpt_path = str(last) if cfg.get("resume", True) and last.is_file() else None
+    if cfg.get("init_from") and not ckpt_path:  # a resumed run has these weights (and more) in last.ckpt
+        init_backbone_from(backbone, tokenizer, str(cfg.init_from))
+    module = build_module(cfg, backbone, tokenizer)  # after init_from: the EMA copy starts from those weights
     module.seqdiff_config = OmegaConf.to_container(cfg, resolve=True)
     module.backbone_init = backbone_init
     n_params = sum(p.numel() for p in backbone.parameters())
@@ -94,8 +121,6 @@ def train(cfg: DictConfig) -> dict[str, float]:
     callbacks.append(StepSeed(cfg.seed))
     trainer = build_trainer(cfg.trainer, callbacks=callbacks, logger=logger, plugins=[AtomicCheckpointIO()])
 
-    last = run_dir / "checkpoints" / "last.ckpt"
-    ckpt_path = str(last) if cfg.get("resume", True) and last.is_file() else None
     if ckpt_path:
         log.info("resuming from %s", ckpt_path)
         if not is_trusted():

@@ -100,6 +100,11 @@ class Transformer(nn.Module):
     time_conditioning=False ignores t (MDLM shows masked diffusion needs no time input), which lets samplers
     reuse logits between steps where no token changed. abs_positions adds learned absolute position
     embeddings, which tables use as column embeddings.
+
+    conv_kernel=k > 0 adds a depthwise convolution stem over the token embeddings (residual; centred for a
+    bidirectional model, left-padded for a causal one): every position starts with an ordered view of its k
+    neighbours, the local k-mer that DNA models (Caduceus, Enformer) read with convolutions, instead of having
+    to assemble it from attention heads.
     """
 
     def __init__(
@@ -115,13 +120,19 @@ class Transformer(nn.Module):
         time_conditioning: bool = False,
         causal: bool = False,
         abs_positions: bool = False,
+        conv_kernel: int = 0,
     ) -> None:
         super().__init__()
         if d_model % n_heads or (d_model // n_heads) % 2:
             raise ValueError(f"d_model={d_model} must split into n_heads={n_heads} heads of even size")
         self.vocab_size, self.max_len = vocab_size, max_len
         self.time_conditioning, self.causal = time_conditioning, causal
+        if conv_kernel < 0 or (conv_kernel and not causal and conv_kernel % 2 == 0):
+            raise ValueError(f"conv_kernel must be 0 (off) or a positive odd width for a bidirectional model, "
+                             f"got {conv_kernel}")
         self.embed = nn.Embedding(vocab_size, d_model)
+        self.conv_kernel = conv_kernel
+        self.conv = nn.Conv1d(d_model, d_model, conv_kernel, groups=d_model) if conv_kernel else None
         self.pos = nn.Embedding(max_len, d_model) if abs_positions else None
         self.rotary = Rotary(d_model // n_heads, max_len)
         self.cond = nn.Sequential(nn.Linear(d_cond, d_cond), nn.SiLU(), nn.Linear(d_cond, d_cond))
@@ -148,6 +159,12 @@ class Transformer(nn.Module):
         if offset + L > self.max_len:
             raise ValueError(f"sequence length {offset + L} exceeds the model's max_len={self.max_len}")
         h = self.embed(x)  # (B, L, D)
+        if self.conv is not None:
+            if kv_caches is not None:
+                raise RuntimeError("KV-cached decoding is not implemented for conv_kernel > 0")
+            k = self.conv_kernel
+            pad = (k - 1, 0) if self.causal else (k // 2, k // 2)
+            h = h + self.conv(F.pad(h.transpose(1, 2), pad)).transpose(1, 2)
         if self.pos is not None:
             h = h + self.pos.weight[offset : offset + L]
         c = self.conditioning(t, B, x.device)

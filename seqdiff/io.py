@@ -75,6 +75,23 @@ def write_text(path: str | Path, text: str) -> None:
         f.write(text)
 
 
+def write_report(prefix: str | Path, data: dict, markdown: str) -> None:
+    """A benchmark's results as `<prefix>.json` (non-JSON values written with str) and `<prefix>.md`, then the
+    markdown printed to stdout."""
+    import json
+
+    write_text(f"{prefix}.json", json.dumps(data, indent=2, default=str) + "\n")
+    write_text(f"{prefix}.md", markdown + "\n")
+    print(markdown)
+
+
+def machine_info() -> dict:
+    """CPU count, load average and platform: how a benchmark's timings were taken."""
+    import platform
+
+    return {"cpus": os.cpu_count(), "load_average": os.getloadavg(), "platform": platform.platform()}
+
+
 def write_bytes(path: str | Path, data: bytes) -> None:
     with atomic_write(path, "wb") as f:
         f.write(data)

@@ -22,10 +22,7 @@ goal: judged >= 0.9 and JS(k=3) <= 1.5 x the unguided set's, with every constrai
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import platform
 import time
 from pathlib import Path
 
@@ -38,7 +35,7 @@ import seqdiff
 from seqdiff.diffusion.families import family_of
 from seqdiff.dna import metrics as ev
 from seqdiff.dna.spec import Design
-from seqdiff.io import atomic_write
+from seqdiff.io import machine_info, write_report
 from seqdiff.sampling import sample
 from seqdiff.sampling.families import FamilySampler
 from seqdiff.sampling.guidance import cfg_guide, classifier_guide
@@ -181,14 +178,8 @@ def benchmark_guidance(cfg: DictConfig) -> dict:
         r["js_ratio_vs_unguided"] = r["js_k3"] / base["js_k3"] if base["js_k3"] > 0 else float("nan")
         r["goal"] = bool(r["judged"] >= 0.9 and r["js_ratio_vs_unguided"] <= 1.5 and r["satisfied"] == 1.0)
     out = {"config": OmegaConf.to_container(cfg, resolve=True), "judge": judge_metrics, "real": real,
-           "rows": rows, "machine": {"cpus": os.cpu_count(), "load_average": os.getloadavg(),
-                                     "platform": platform.platform()}}
-    with atomic_write(f"{cfg.out}.json") as f:
-        f.write(json.dumps(out, indent=2, default=str) + "\n")
-    md = markdown(out)
-    with atomic_write(f"{cfg.out}.md") as f:
-        f.write(md + "\n")
-    print(md)
+           "rows": rows, "machine": machine_info()}
+    write_report(cfg.out, out, markdown(out))
     return out
 
 

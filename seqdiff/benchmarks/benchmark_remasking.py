@@ -11,10 +11,7 @@ sampler gives its entropy rate; a mode-seeking one gives less).
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import platform
 import time
 
 import numpy as np
@@ -25,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from seqdiff.dna import metrics as ev
 from seqdiff.dna.markov_oracle import MarkovOracle
 from seqdiff.dna.spec import Design
-from seqdiff.io import atomic_write
+from seqdiff.io import machine_info, write_report
 from seqdiff.sampling import sample
 
 log = logging.getLogger("seqdiff.benchmark_remasking")
@@ -122,13 +119,8 @@ def benchmark_remasking(cfg: DictConfig) -> dict:
         results[name] = r
     out = {"config": OmegaConf.to_container(cfg, resolve=True), "denoiser": cfg.checkpoint or
            f"MarkovOracle(order={cfg.oracle_order})", "sets": results,
-           "machine": {"cpus": os.cpu_count(), "load_average": os.getloadavg(), "platform": platform.platform()}}
-    with atomic_write(f"{cfg.out}.json") as f:
-        f.write(json.dumps(out, indent=2) + "\n")
-    md = markdown(out, oracle is not None)
-    with atomic_write(f"{cfg.out}.md") as f:
-        f.write(md + "\n")
-    print(md)
+           "machine": machine_info()}
+    write_report(cfg.out, out, markdown(out, oracle is not None))
     return out
 
 

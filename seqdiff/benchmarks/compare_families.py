@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -35,7 +34,7 @@ from seqdiff.diffusion.families import family_of
 from seqdiff.dna import metrics as ev
 from seqdiff.dna.spec import Design
 from seqdiff.evaluation.likelihood import evaluate_likelihood
-from seqdiff.io import atomic_write
+from seqdiff.io import machine_info, write_report
 from seqdiff.sampling import sample
 from seqdiff.sampling.families import FamilySampler
 
@@ -124,13 +123,8 @@ def compare_families(cfg: DictConfig) -> dict:
                  {K: round(s["js"][3], 4) for K, s in samples.items() if 3 in s["js"]})
     out = {"config": OmegaConf.to_container(cfg, resolve=True), "test_windows": int(test.shape[0]),
            "window_bases": L * bpt, "real_vs_real_js": floor, "families": rows,
-           "machine": {"cpus": os.cpu_count(), "load_average": os.getloadavg(), "platform": platform.platform()}}
-    with atomic_write(f"{cfg.out}.json") as f:
-        f.write(json.dumps(out, indent=2) + "\n")
-    md = markdown(out, list(cfg.steps), int(cfg.headline_k))
-    with atomic_write(f"{cfg.out}.md") as f:
-        f.write(md + "\n")
-    print(md)
+           "machine": machine_info()}
+    write_report(cfg.out, out, markdown(out, list(cfg.steps), int(cfg.headline_k)))
     return out
 
 

@@ -9,17 +9,14 @@ half almost for free; one that does not scores it like fresh sequence.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import platform
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
 from seqdiff.diffusion.objective import LN2, ar_nll, clean_log_probs
 from seqdiff.evaluation.likelihood import t_for_mask_rate
-from seqdiff.io import atomic_write
+from seqdiff.io import machine_info, write_report
 from seqdiff.noise import add_noise
 
 log = logging.getLogger("seqdiff.window_gap")
@@ -125,13 +122,8 @@ def window_gap(cfg: DictConfig) -> dict:
                 for side, idx in (("b_worse", order[:show]), ("b_better", order[::-1][:show]))}
     out = {"config": OmegaConf.to_container(cfg, resolve=True), "models": rows, "gap": summary,
            "windows": extremes, "per_window": [w.tolist() for w in per_window],
-           "machine": {"cpus": os.cpu_count(), "platform": platform.platform()}}
-    with atomic_write(f"{cfg.out}.json") as f:
-        f.write(json.dumps(out, indent=2) + "\n")
-    md = markdown(out)
-    with atomic_write(f"{cfg.out}.md") as f:
-        f.write(md + "\n")
-    print(md)
+           "machine": machine_info()}
+    write_report(cfg.out, out, markdown(out))
     return out
 
 

@@ -37,12 +37,14 @@ def build_backbone(cfg_model: Any, tokenizer: Any, max_len: int) -> tuple[torch.
     return instantiate(cfg_model, **init), init
 
 
-def init_backbone_from(backbone: torch.nn.Module, tokenizer: Any, path: str) -> int:
+def init_backbone_from(backbone: torch.nn.Module, tokenizer: Any, path: str, partial: bool = False) -> int:
     """Copy the weights of the checkpoint (or save_pretrained folder) at `path` into `backbone` before training:
     its EMA weights when it has them. Tensors are matched by name and shape; the tokenizers must be equal.
-    The source may have another objective: an AR checkpoint warm-starts an MDLM run (the same transformer with
-    its causal flag off), as AR-to-diffusion adaptation does. Returns the number of tensors copied; raises
-    CheckpointError naming the tensors that do not match (nothing is copied then)."""
+    The source may have another objective or task: an AR checkpoint loads into an MDLM run (the same transformer
+    with its causal flag off), a genome checkpoint into a class-conditional denoiser. `partial=True` lets this
+    run's model have tensors the source lacks (e.g. label or position embeddings): they keep their fresh
+    initialisation and are logged. Returns the number of tensors copied; raises CheckpointError naming the
+    tensors that do not match (nothing is copied then)."""
     from seqdiff.checkpoint import CheckpointError, check_tokenizer, load
 
     src = load(path)
@@ -52,10 +54,14 @@ def init_backbone_from(backbone: torch.nn.Module, tokenizer: Any, path: str) -> 
     unexpected = sorted(set(theirs) - set(ours))
     shapes = [f"{k} {tuple(theirs[k].shape)} vs {tuple(v.shape)}" for k, v in ours.items()
               if k in theirs and theirs[k].shape != v.shape]
+    if partial and not shapes and not unexpected and len(missing) < len(ours):
+        log.info("init_from: %d tensors of this model are not in %s and keep their initialisation: %s",
+                 len(missing), path, ", ".join(missing))
+        missing = []
     if missing or unexpected or shapes:
         raise CheckpointError(f"init_from={path}: its backbone does not match this run's model "
                               f"(missing {missing[:5]}, unexpected {unexpected[:5]}, shape {shapes[:3]})")
-    backbone.load_state_dict(theirs)
+    backbone.load_state_dict(theirs, strict=not partial)
     log.info("initialised %d backbone tensors from %s (objective %s)", len(theirs), path, src.objective)
     return len(theirs)
 
@@ -106,7 +112,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     last = run_dir / "checkpoints" / "last.ckpt"
     ckpt_path = str(last) if cfg.get("resume", True) and last.is_file() else None
     if cfg.get("init_from") and not ckpt_path:  # a resumed run has these weights (and more) in last.ckpt
-        init_backbone_from(backbone, tokenizer, str(cfg.init_from))
+        init_backbone_from(backbone, tokenizer, str(cfg.init_from), bool(cfg.get("init_from_partial", False)))
     module = build_module(cfg, backbone, tokenizer)  # after init_from: the EMA copy starts from those weights
     module.seqdiff_config = OmegaConf.to_container(cfg, resolve=True)
     module.backbone_init = backbone_init

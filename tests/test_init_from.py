@@ -59,3 +59,18 @@ def test_mismatched_shape_or_tokenizer_is_one_clear_error(ar_checkpoint):
     with pytest.raises(CheckpointError, match="tokenizer mismatch"):
         init_backbone_from(backbone, kmer, str(ar_checkpoint))
 
+
+
+def test_partial_init_keeps_the_new_tensors_fresh_and_copies_the_rest(ar_checkpoint):
+    """A model with tensors the source lacks (here absolute position embeddings) is refused unless partial."""
+    tok = NucleotideTokenizer()
+    cfg = compose("train", [*TINY_TRAIN_OVERRIDES, "model.abs_positions=true"])
+    backbone, _ = build_backbone(cfg.model, tok, 128)
+    with pytest.raises(CheckpointError, match=r"missing \['pos.weight'\]"):
+        init_backbone_from(backbone, tok, str(ar_checkpoint))
+    fresh = backbone.pos.weight.detach().clone()
+    n = init_backbone_from(backbone, tok, str(ar_checkpoint), partial=True)
+    theirs = seqdiff.load(ar_checkpoint).backbone.state_dict()
+    assert n == len(theirs) == len(backbone.state_dict()) - 1
+    assert torch.equal(backbone.pos.weight, fresh)
+    assert all(torch.equal(backbone.state_dict()[k], v) for k, v in theirs.items())

@@ -14,10 +14,9 @@ import logging
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from seqdiff.diffusion.objective import LN2, ar_nll, clean_log_probs
-from seqdiff.evaluation.likelihood import t_for_mask_rate
+from seqdiff.diffusion.objective import LN2, ar_nll
+from seqdiff.evaluation.likelihood import masked_nll_at_rate, t_for_mask_rate
 from seqdiff.io import machine_info, write_report
-from seqdiff.noise import add_noise
 
 log = logging.getLogger("seqdiff.window_gap")
 
@@ -32,6 +31,7 @@ def position_bits(model, windows: torch.Tensor, mask_rate: float, draws: int, se
     bits = torch.zeros(windows.shape, dtype=torch.float64)
     counts = torch.zeros(windows.shape, dtype=torch.float64)
     scored = torch.ones_like(windows, dtype=torch.bool) if scored is None else scored
+    t = t_for_mask_rate(model.schedule, mask_rate) if model.objective != "ar" else 0.0
     for a in range(0, len(windows), batch_size):
         x, sc = windows[a : a + batch_size], scored[a : a + batch_size]
         if model.objective == "ar":
@@ -39,12 +39,8 @@ def position_bits(model, windows: torch.Tensor, mask_rate: float, draws: int, se
             bits[a : a + len(x)] += torch.where(sc, nll / LN2, 0).double()
             counts[a : a + len(x)] += sc.double()
             continue
-        t = torch.full((len(x),), t_for_mask_rate(model.schedule, mask_rate))
         for _ in range(draws):
-            xt = add_noise(x, torch.full((len(x),), 1.0 - mask_rate), model.mask_id, generator=g, maskable=sc)
-            logp = clean_log_probs(model.backbone(xt, t), model.mask_id)
-            nll = -logp.gather(-1, x.unsqueeze(-1)).squeeze(-1).float()
-            masked = xt == model.mask_id
+            nll, masked = masked_nll_at_rate(model.backbone, x, mask_rate, t, model.mask_id, g, sc)
             bits[a : a + len(x)] += torch.where(masked, nll / LN2, 0).double()
             counts[a : a + len(x)] += masked.double()
     return bits, counts
@@ -89,7 +85,8 @@ def copy_test(model, windows: torch.Tensor, mask_rate: float, draws: int, seed: 
 def window_gap(cfg: DictConfig) -> dict:
     import seqdiff
 
-    torch.set_num_threads(int(cfg.threads) if cfg.get("threads") else torch.get_num_threads())
+    if cfg.get("threads"):
+        torch.set_num_threads(int(cfg.threads))
     if len(cfg.checkpoints) != 2:
         raise ValueError(f"checkpoints must name two checkpoints (A, B), got {len(cfg.checkpoints)}")
     models = [seqdiff.load(p) for p in cfg.checkpoints]

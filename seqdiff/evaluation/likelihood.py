@@ -145,6 +145,19 @@ def t_for_mask_rate(schedule: Schedule, rate: float, iters: int = 60) -> float:
     return 0.5 * (lo + hi)
 
 
+def masked_nll_at_rate(backbone: nn.Module, x0: Tensor, rate: float, t: float, mask_id: int,
+                       generator: torch.Generator | None = None,
+                       maskable: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Mask each `maskable` token of x0 (B, L) with probability `rate` (the noise level t, with
+    1 - alpha(t) = rate, is passed to the backbone) and return (nats (B, L) of -log p(x0) under SUBS, masked
+    (B, L) bool): the loss counts only where masked."""
+    B = x0.shape[0]
+    xt = add_noise(x0, torch.full((B,), 1.0 - rate, device=x0.device), mask_id, generator=generator,
+                   maskable=maskable)
+    nll = -clean_log_probs(backbone(xt, torch.full((B,), t, device=x0.device)), mask_id)
+    return nll.gather(-1, x0.unsqueeze(-1)).squeeze(-1), xt == mask_id
+
+
 @torch.no_grad()
 def mask_rate_profile(backbone: nn.Module, tokenizer, batches: Iterable[Tensor], schedule: Schedule,
                       rates: Iterable[float], seed: int = 0, device: torch.device | str = "cpu",
@@ -165,11 +178,7 @@ def mask_rate_profile(backbone: nn.Module, tokenizer, batches: Iterable[Tensor],
         x0 = x0.to(device)
         keep = x0 != tokenizer.pad_id
         for i, r in enumerate(rates):
-            t = torch.full((x0.shape[0],), ts[r], device=device)
-            xt = add_noise(x0, torch.full((x0.shape[0],), 1.0 - r, device=device), tokenizer.mask_id,
-                           generator=g, maskable=keep)
-            nll = -clean_log_probs(backbone(xt, t), tokenizer.mask_id).gather(-1, x0.unsqueeze(-1)).squeeze(-1)
-            masked = (xt == tokenizer.mask_id) & keep
+            nll, masked = masked_nll_at_rate(backbone, x0, r, ts[r], tokenizer.mask_id, g, keep)
             nats[i] += nll[masked].double().sum()
             count[i] += masked.sum()
     bpt = getattr(tokenizer, "bases_per_token", 1)

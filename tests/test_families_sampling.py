@@ -64,10 +64,10 @@ def classifier():
                                           d_cond=32)).eval()
 
 
-def _guide(kind: str, classifier, scale: float, label: int = 1):
+def _guide(kind: str, classifier, scale: float, label: int = 1, interval=None):
     if kind == "cfg":
-        return ClassifierFreeGuidance(label, scale)
-    return ClassifierGuidance(classifier, label, scale, mode=kind.split("_")[1])
+        return ClassifierFreeGuidance(label, scale, interval)
+    return ClassifierGuidance(classifier, label, scale, mode=kind.split("_")[1], interval=interval)
 
 
 GUIDES = ["cfg", "classifier_taylor", "classifier_exact"]
@@ -83,6 +83,27 @@ def test_guided_sampling_at_scale_zero_equals_unguided(denoiser, classifier, pro
     unguided = run(None)
     assert torch.equal(run(_guide(kind, classifier, 0.0)), unguided)
     assert not torch.equal(run(_guide(kind, classifier, 4.0)), unguided), "guidance should change the draw"
+
+
+@pytest.mark.parametrize("process", ["absorbing", "uniform"])
+@pytest.mark.parametrize("kind", GUIDES)
+def test_guidance_interval_off_every_step_is_the_unguided_or_conditional_model(denoiser, classifier, process, kind):
+    """6 steps start at t = 1, 5/6, ..., 1/6. An interval holding none of them: classifier-free guidance is the
+    conditional model (scale 1) and classifier guidance the unguided step; one holding some of them changes both."""
+    fam = family(process)
+    cons = Design(40).flanks("ACGTA", "TTGCA").compile().constraints(TOK)
+    run = lambda guide: sample(denoiser, MASK, 3, 40, FamilySampler(fam, 6, guide), constraints=cons,  # noqa: E731
+                               generator=torch.Generator().manual_seed(7)).tokens
+    off = run(None if kind != "cfg" else _guide(kind, classifier, 1.0))
+    assert torch.equal(run(_guide(kind, classifier, 4.0, interval=(0.0, 0.1))), off)
+    assert not torch.equal(run(_guide(kind, classifier, 4.0, interval=(0.5, 1.0))), off)
+    assert torch.equal(run(_guide(kind, classifier, 4.0, interval=(0.0, 1.0))), run(_guide(kind, classifier, 4.0)))
+
+
+@pytest.mark.parametrize("bad", [(0.6, 0.4), (-0.1, 1.0), (0.0, 1.5), (0.5,), "x"])
+def test_guidance_interval_rejects_bad_bounds(bad):
+    with pytest.raises(ValueError, match="guidance interval"):
+        ClassifierFreeGuidance(0, 2.0, bad)
 
 
 def test_geometric_mix_endpoints_and_support():
@@ -117,12 +138,13 @@ def designs(draw):
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(spec=designs(), process=st.sampled_from(["absorbing", "uniform"]), param=st.sampled_from(["mean", "score"]),
        kind=st.sampled_from([None, *GUIDES]), scale=st.floats(0.0, 8.0), steps=st.integers(1, 8),
-       seed=st.integers(0, 2**31 - 1), batch=st.integers(1, 2))
+       seed=st.integers(0, 2**31 - 1), batch=st.integers(1, 2),
+       interval=st.sampled_from([None, (0.0, 0.5), (0.5, 1.0), (0.2, 0.8)]))
 def test_constraints_hold_exactly_under_guidance(denoiser, classifier, spec, process, param, kind, scale, steps,
-                                                 seed, batch):
+                                                 seed, batch, interval):
     compiled = spec.compile()
     cons = compiled.constraints(TOK)
-    guide = None if kind is None else _guide(kind, classifier, scale, label=seed % 3)
+    guide = None if kind is None else _guide(kind, classifier, scale, label=seed % 3, interval=interval)
     out = sample(denoiser, MASK, batch, compiled.length, FamilySampler(family(process, param), steps, guide),
                  constraints=cons, generator=torch.Generator().manual_seed(seed), stride=WINDOW // 3)
     assert out.tokens.shape == (batch, compiled.length) and not (out.tokens == MASK).any()

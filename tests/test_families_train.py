@@ -79,8 +79,10 @@ def test_guided_design_cli_keeps_every_constraint(runs, tmp_path, guide):
     extra = [] if guide == "cfg" else [f"guide.checkpoint={runs['splice_classifier']}"]
     if guide == "classifier_exact":
         extra.append("guide.mode=exact")
-    summary = _design(runs, tmp_path, f"guide={guide.split('_')[0]}", "class=ie", "guidance_scale=3", *extra)
+    summary = _design(runs, tmp_path, f"guide={guide.split('_')[0]}", "class=ie", "guidance_scale=3",
+                      "guidance_interval=[0.3,1.0]", *extra)
     assert summary["satisfied"] == 1.0 and summary["class"] == "ie" and summary["guidance_scale"] == 3.0
+    assert summary["guidance_interval"] == [0.3, 1.0]
     seqs = (tmp_path / "d.fasta").read_text().split("\n")[1::2]
     assert all(s.startswith("ACGTACGT") and s.endswith("TTGGCCAA") and s[28] in "AG" and s[29] in "CT"
                for s in seqs if s)
@@ -90,6 +92,7 @@ def test_guided_design_cli_keeps_every_constraint(runs, tmp_path, guide):
     (["guide=cfg"], "needs class="),
     (["guide=cfg", "class=xx"], "unknown class 'xx'"),
     (["guide=cfg", "class=ei", "sampler=remasking"], "works only for unguided MDLM"),
+    (["guide=cfg", "class=ei", "guidance_interval=[0.8,0.2]"], "guidance interval must be"),
     (["guide=classifier", "class=ei", "guide.checkpoint=UNIFORM"], "trained on UniformProcess noise"),
 ])
 def test_guided_design_errors_are_clear(runs, tmp_path, overrides, match):

@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from seqdiff.backbones.kmer_memory import KmerMemory
+
 
 def timestep_embedding(t: Tensor, dim: int, max_period: float = 10_000.0) -> Tensor:
     """Sinusoidal embedding of t in [0, 1] (B,) -> (B, dim). t is scaled by 1000 like DDPM step indices."""
@@ -105,6 +107,10 @@ class Transformer(nn.Module):
     bidirectional model, left-padded for a causal one): every position starts with an ordered view of its k
     neighbours, the local k-mer that DNA models (Caduceus, Enformer) read with convolutions, instead of having
     to assemble it from attention heads.
+
+    kmer_orders=[k, ...] adds an explicit k-mer memory (`seqdiff.backbones.kmer_memory.KmerMemory`): learned
+    vectors for the fully visible k-mers on each side of a position (ids 0 .. kmer_alphabet-1 are the bases;
+    the character tokenizer's A C G T), the table an order-k Markov chain keeps, summed into the embeddings.
     """
 
     def __init__(
@@ -121,6 +127,10 @@ class Transformer(nn.Module):
         causal: bool = False,
         abs_positions: bool = False,
         conv_kernel: int = 0,
+        kmer_orders: list[int] | None = None,
+        kmer_dim: int = 32,
+        kmer_alphabet: int = 4,
+        kmer_mask_id: int | None = None,
     ) -> None:
         super().__init__()
         if d_model % n_heads or (d_model // n_heads) % 2:
@@ -133,6 +143,8 @@ class Transformer(nn.Module):
         self.embed = nn.Embedding(vocab_size, d_model)
         self.conv_kernel = conv_kernel
         self.conv = nn.Conv1d(d_model, d_model, conv_kernel, groups=d_model) if conv_kernel else None
+        self.kmer = (KmerMemory(d_model, kmer_orders, kmer_dim, kmer_alphabet, causal,
+                                kmer_mask_id) if kmer_orders else None)
         self.pos = nn.Embedding(max_len, d_model) if abs_positions else None
         self.rotary = Rotary(d_model // n_heads, max_len)
         self.cond = nn.Sequential(nn.Linear(d_cond, d_cond), nn.SiLU(), nn.Linear(d_cond, d_cond))
@@ -165,6 +177,10 @@ class Transformer(nn.Module):
             k = self.conv_kernel
             pad = (k - 1, 0) if self.causal else (k // 2, k // 2)
             h = h + self.conv(F.pad(h.transpose(1, 2), pad)).transpose(1, 2)
+        if self.kmer is not None:
+            if kv_caches is not None:
+                raise RuntimeError("KV-cached decoding is not implemented for kmer_orders")
+            h = h + self.kmer(x)
         if self.pos is not None:
             h = h + self.pos.weight[offset : offset + L]
         c = self.conditioning(t, B, x.device)

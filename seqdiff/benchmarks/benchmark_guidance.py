@@ -151,22 +151,25 @@ def benchmark_guidance(cfg: DictConfig) -> dict:
     rows = []
     for noise, den in dens.items():
         fam = family_of(den)
-        methods = [("unguided", 0.0, None)]
-        methods += [("cfg", float(s), "cfg") for s in cfg.cfg_scales]
+        full = (0.0, 1.0)
+        intervals = [tuple(float(v) for v in iv) for iv in (cfg.get("cfg_intervals") or [full])]
+        methods = [("unguided", 0.0, None, full)]
+        methods += [("cfg", float(s), "cfg", iv) for iv in intervals for s in cfg.cfg_scales]
         if models[noise].get("classifier"):
-            methods += [("classifier", float(s), "classifier") for s in cfg.classifier_scales]
-        for method, scale, kind in methods:
+            methods += [("classifier", float(s), "classifier", full) for s in cfg.classifier_scales]
+        for method, scale, kind, interval in methods:
             for ci, c in enumerate(task.classes):
                 if kind is None:
                     guide = None
                 elif kind == "cfg":
-                    guide = cfg_guide(den, c, scale)
+                    guide = cfg_guide(den, c, scale, interval)
                 else:
                     guide = classifier_guide(models[noise].classifier, den, c, scale, str(cfg.classifier_mode))
                 g = torch.Generator().manual_seed(int(cfg.seed))
                 t1 = time.perf_counter()
                 seqs, ok, nfe, calls = _design(den, fam, guide, c, cfg, task, np.random.default_rng(int(cfg.seed)), g)
                 row = {"noise": noise, "family": fam.name, "method": method, "scale": scale, "class": c,
+                       "interval": list(interval),
                        "network_calls": nfe, "classifier_calls": calls, "seconds": time.perf_counter() - t1,
                        **score_set(seqs, ci, judge, tok, reference[c], train_codes, free, ok, cfg.ks)}
                 rows.append(row)
@@ -188,10 +191,12 @@ def markdown(out: dict) -> str:
     lines = [f"Judge: CNN trained on the training split, test accuracy {100 * j['acc']:.1f}%. Per class: "
              + "; ".join(f"{c}: real 3-mer JS floor {r['js_k3']:.4f}, pairwise identity {r['pairwise_identity']:.3f}, "
                          f"NN identity {r['nn_identity_mean']:.3f}" for c, r in out["real"].items()), "",
-             "| noise | method | scale | class | judged | 3-mer JS | JS / unguided | pairwise id. | NN id. (>=0.9) "
-             "| satisfied | calls | goal |", "|" + "---|" * 12]
+             "| noise | method | scale | t interval | class | judged | 3-mer JS | JS / unguided | pairwise id. "
+             "| NN id. (>=0.9) | satisfied | calls | goal |", "|" + "---|" * 13]
     for r in out["rows"]:
-        lines.append(f"| {r['noise']} | {r['method']} | {r['scale']:g} | {r['class']} | {r['judged']:.3f} | "
+        lo, hi = r.get("interval", (0.0, 1.0))
+        lines.append(f"| {r['noise']} | {r['method']} | {r['scale']:g} | {lo:g}-{hi:g} | {r['class']} | "
+                     f"{r['judged']:.3f} | "
                      f"{r['js_k3']:.4f} | {r['js_ratio_vs_unguided']:.2f} | {r['pairwise_identity']:.3f} | "
                      f"{r['nn_identity_mean']:.3f} ({r['nn_identity_ge_0.9']:.2f}) | {r['satisfied']:.2f} | "
                      f"{r['network_calls']}+{r['classifier_calls']} | {'yes' if r['goal'] else 'no'} |")

@@ -93,7 +93,8 @@ def design(cfg: DictConfig) -> dict:
                "sampler": OmegaConf.to_container(cfg.sampler)["_target_"], "checkpoint": str(cfg.checkpoint),
                "guide": None if cfg.get("guide") is None else OmegaConf.to_container(cfg.guide)["_target_"],
                "class": cfg["class"],
-               "guidance_scale": float(cfg.guidance_scale) if cfg.get("guide") is not None else None}
+               "guidance_scale": float(cfg.guidance_scale) if cfg.get("guide") is not None else None,
+               "guidance_interval": list(cfg.get("guidance_interval") or [0.0, 1.0]) if cfg.get("guide") else None}
     print(json.dumps(summary))
     return summary
 
@@ -114,7 +115,8 @@ def design_sampler(cfg: DictConfig, model):
             raise ValueError("guide=... needs class=NAME (the class to design for)")
         # a partial, so the loaded model is passed as is (instantiate would try to turn dataclasses into configs)
         guide = instantiate(cfg.guide, _partial_=True)(denoiser=model, class_name=cfg["class"],
-                                                       scale=float(cfg.guidance_scale))
+                                                       scale=float(cfg.guidance_scale),
+                                                       interval=list(cfg.get("guidance_interval") or [0.0, 1.0]))
     return FamilySampler(family_of(model), num_steps=configured.num_steps, guide=guide)
 
 

@@ -21,6 +21,10 @@ log p(y | z^{l->v}) - log p(y | z) ~ g[l, v] - g[l, z_l], g = d log p(y | onehot
 
 gamma = 0 returns the unguided transition itself, so guided sampling at scale 0 draws exactly the unguided
 sequence for the same seed.
+
+Guidance interval (`interval=(lo, hi)`, as Kynkaanniemi et al. 2024 for images): the scale applies only to reverse
+steps that start at a time t in [lo, hi]; outside it classifier-free guidance falls back to the conditional model
+(scale 1) and classifier guidance to the unguided step (scale 0). (0, 1), the default, guides every step.
 """
 
 from __future__ import annotations
@@ -58,26 +62,44 @@ def _label_index(classes: list[str] | None, name: str | int, what: str) -> int:
     return classes.index(name)
 
 
+def check_interval(interval: tuple[float, float] | list[float] | None) -> tuple[float, float]:
+    """(lo, hi) with 0 <= lo <= hi <= 1; None -> (0, 1)."""
+    if interval is None:
+        return 0.0, 1.0
+    try:
+        lo, hi = (float(v) for v in interval)
+    except (TypeError, ValueError):
+        raise ValueError(f"guidance interval must be [lo, hi] with 0 <= lo <= hi <= 1, got {interval!r}") from None
+    if not 0.0 <= lo <= hi <= 1.0:
+        raise ValueError(f"guidance interval must be [lo, hi] with 0 <= lo <= hi <= 1, got {interval!r}")
+    return lo, hi
+
+
 class ClassifierFreeGuidance:
     """Mix the class-conditional and unconditional transitions of one class-conditional denoiser."""
 
-    def __init__(self, label: int, scale: float = 1.0) -> None:
+    def __init__(self, label: int, scale: float = 1.0, interval: tuple[float, float] | None = None) -> None:
         if scale < 0:
             raise ValueError(f"guidance_scale must be >= 0, got {scale}")
         self.label, self.scale, self.calls = int(label), float(scale), 0
+        self.interval = check_interval(interval)
+
+    def scale_at(self, t: float) -> float:
+        lo, hi = self.interval
+        return self.scale if lo <= t <= hi else 1.0
 
     def __call__(self, ctx: StepContext) -> Tensor:
-        log_u = ctx.transition(None) if self.scale != 1.0 else None
-        log_c = ctx.transition(self.label) if self.scale != 0.0 else None
-        return geometric_mix(log_c if log_c is not None else log_u, log_u if log_u is not None else log_c,
-                             self.scale)
+        scale = self.scale_at(float(ctx.t))
+        log_u = ctx.transition(None) if scale != 1.0 else None
+        log_c = ctx.transition(self.label) if scale != 0.0 else None
+        return geometric_mix(log_c if log_c is not None else log_u, log_u if log_u is not None else log_c, scale)
 
 
 class ClassifierGuidance:
     """Reweight the unconditional transition by a noisy classifier's likelihood ratios for class `label`."""
 
     def __init__(self, classifier: nn.Module, label: int, scale: float = 1.0, mode: str = "taylor",
-                 batch_size: int = 4096) -> None:
+                 batch_size: int = 4096, interval: tuple[float, float] | None = None) -> None:
         if mode not in MODES:
             raise ValueError(f"classifier guidance mode must be one of {MODES}, got {mode!r}")
         if scale < 0:
@@ -86,13 +108,19 @@ class ClassifierGuidance:
             raise ValueError("taylor mode needs a classifier whose tokens enter through `embed` (nn.Embedding)")
         self.classifier, self.label, self.scale = classifier.eval(), int(label), float(scale)
         self.mode, self.batch_size, self.calls = mode, batch_size, 0
+        self.interval = check_interval(interval)
+
+    def scale_at(self, t: float) -> float:
+        lo, hi = self.interval
+        return self.scale if lo <= t <= hi else 0.0
 
     def __call__(self, ctx: StepContext) -> Tensor:
         log_q = ctx.transition(None)
-        if self.scale == 0.0:
+        scale = self.scale_at(float(ctx.t))
+        if scale == 0.0:
             return log_q
         log_r = self._taylor(ctx) if self.mode == "taylor" else self._exact(ctx, log_q)
-        return log_q + self.scale * log_r  # -inf (unreachable) entries stay -inf
+        return log_q + scale * log_r  # -inf (unreachable) entries stay -inf
 
     def _log_p(self, x: Tensor, tt: Tensor) -> Tensor:
         self.calls += 1
@@ -133,16 +161,17 @@ class ClassifierGuidance:
         return out
 
 
-def cfg_guide(denoiser, class_name: str | int, scale: float) -> ClassifierFreeGuidance:
+def cfg_guide(denoiser, class_name: str | int, scale: float,
+              interval: tuple[float, float] | None = None) -> ClassifierFreeGuidance:
     """Classifier-free guidance with the class-conditional denoiser `denoiser` (a `seqdiff.load` result)."""
     if not hasattr(denoiser.backbone, "label_embed"):
         raise ValueError(f"guide=cfg needs a class-conditional denoiser (model=transformer_cond); {denoiser.path} "
                          "is unconditional: use guide=classifier")
-    return ClassifierFreeGuidance(_label_index(denoiser.classes, class_name, str(denoiser.path)), scale)
+    return ClassifierFreeGuidance(_label_index(denoiser.classes, class_name, str(denoiser.path)), scale, interval)
 
 
 def classifier_guide(checkpoint: str, denoiser, class_name: str | int, scale: float, mode: str = "taylor",
-                     batch_size: int = 4096) -> ClassifierGuidance:
+                     batch_size: int = 4096, interval: tuple[float, float] | None = None) -> ClassifierGuidance:
     """Classifier guidance with the noisy classifier at `checkpoint` (trained with objective=noisy_classifier
     on the same noise process and tokenizer as the denoiser)."""
     from seqdiff.checkpoint import check_tokenizer, load
@@ -157,4 +186,5 @@ def classifier_guide(checkpoint: str, denoiser, class_name: str | int, scale: fl
     if type(clf.process).__name__ != want:
         raise ValueError(f"the classifier was trained on {type(clf.process).__name__} noise but the denoiser uses "
                          f"{want}: train the classifier with the denoiser's process")
-    return ClassifierGuidance(clf.backbone, _label_index(clf.classes, class_name, checkpoint), scale, mode, batch_size)
+    return ClassifierGuidance(clf.backbone, _label_index(clf.classes, class_name, checkpoint), scale, mode, batch_size,
+                              interval)

@@ -154,6 +154,20 @@ def test_guidance_benchmark_end_to_end(runs, tmp_path):
     assert all(r["satisfied"] == 1.0 and 0 <= r["judged"] <= 1 for r in rows)
     assert 0 < out["judge"]["acc"] <= 1 and (tmp_path / "g.md").is_file()
 
+    # replicates and guidance intervals: one row per seed x setting, a summary row per setting with the means
+    cfg = compose("benchmark_guidance", [
+        f"models.absorbing.denoiser={runs['splice_cfg']}", "models.absorbing.classifier=null", "models.uniform=null",
+        "cfg_scales=[2.0]", "cfg_intervals=[[0.0,1.0],[0.5,1.0]]", "seeds=[0,1]", "steps=3", "num_samples=4",
+        "batch_size=2", "judge.trainer.max_epochs=1", "+judge.trainer.limit_train_batches=2",
+        f"work_dir={tmp_path / 'w2'}", f"out={tmp_path / 'g2'}"])
+    out = benchmark_guidance(cfg)
+    assert len(out["rows"]) == 2 * 3 * 3 and len(out["summary"]) == 3 * 3  # (unguided + 2 intervals) x 3 classes
+    s = next(r for r in out["summary"] if r["method"] == "cfg" and r["interval"] == [0.5, 1.0] and r["class"] == "ei")
+    per_seed = [r["judged"] for r in out["rows"] if r["method"] == "cfg" and r["interval"] == [0.5, 1.0]
+                and r["class"] == "ei"]
+    assert s["n"] == 2 and s["judged"] == pytest.approx(sum(per_seed) / 2)
+    assert "Mean ± std over 2 replicates" in (tmp_path / "g2.md").read_text()
+
 
 @pytest.mark.slow
 def test_compare_families_end_to_end(tmp_path):

@@ -131,14 +131,30 @@ def benchmark_guidance(cfg: DictConfig) -> dict:
         if den.classes != list(task.classes):
             raise ValueError(f"models.{noise}.denoiser was trained on classes {den.classes}, the task has "
                              f"{list(task.classes)}")
+    seeds = [int(s) for s in (cfg.get("seeds") or [cfg.seed])]
+    judges, reals, rows = {}, {}, []
+    for seed in seeds:
+        judges[seed], reals[seed], seed_rows = _run_seed(cfg, seed, task, models, dens, tok)
+        rows += seed_rows
+    out = {"config": OmegaConf.to_container(cfg, resolve=True), "seeds": seeds,
+           "judge": judges[seeds[0]], "real": reals[seeds[0]], "judges": judges, "reals": reals,
+           "rows": rows, "summary": summarize(rows), "machine": machine_info()}
+    write_report(cfg.out, out, markdown(out))
+    return out
+
+
+def _run_seed(cfg: DictConfig, seed: int, task, models: dict, dens: dict, tok) -> tuple[dict, dict, list[dict]]:
+    """One replicate: a judge trained with this seed, and every setting's designs drawn with it (the flanks of
+    each batch come from a seeded draw of test sequences, the same for every setting of the replicate)."""
+    cfg = OmegaConf.merge(cfg, {"seed": seed})
     t0 = time.perf_counter()
     judge, judge_metrics = train_judge(cfg, task, tok)
-    log.info("judge: test accuracy %.4f (%.0f s)", judge_metrics["acc"], time.perf_counter() - t0)
+    log.info("seed %d judge: test accuracy %.4f (%.0f s)", seed, judge_metrics["acc"], time.perf_counter() - t0)
 
     L, flank = len(task.test_sequences[0]), int(cfg.flank)
     free = slice(flank, L - flank)
     train_codes = _codes(task.train_sequences)
-    rng = np.random.default_rng(int(cfg.seed))
+    rng = np.random.default_rng(seed)
     reference, real = {}, {}
     for c in task.classes:
         reference[c] = [s for s, y in zip(task.test_sequences, task.test_labels, strict=True) if y == c]
@@ -165,38 +181,66 @@ def benchmark_guidance(cfg: DictConfig) -> dict:
                     guide = cfg_guide(den, c, scale, interval)
                 else:
                     guide = classifier_guide(models[noise].classifier, den, c, scale, str(cfg.classifier_mode))
-                g = torch.Generator().manual_seed(int(cfg.seed))
+                g = torch.Generator().manual_seed(seed)
                 t1 = time.perf_counter()
-                seqs, ok, nfe, calls = _design(den, fam, guide, c, cfg, task, np.random.default_rng(int(cfg.seed)), g)
-                row = {"noise": noise, "family": fam.name, "method": method, "scale": scale, "class": c,
-                       "interval": list(interval),
-                       "network_calls": nfe, "classifier_calls": calls, "seconds": time.perf_counter() - t1,
+                seqs, ok, nfe, calls = _design(den, fam, guide, c, cfg, task, np.random.default_rng(seed), g)
+                row = {"seed": seed, "noise": noise, "family": fam.name, "method": method, "scale": scale,
+                       "class": c, "interval": list(interval), "network_calls": nfe, "classifier_calls": calls,
+                       "seconds": time.perf_counter() - t1,
                        **score_set(seqs, ci, judge, tok, reference[c], train_codes, free, ok, cfg.ks)}
                 rows.append(row)
-                log.info("%s %s %.1f %s: judged %.3f js3 %.4f", noise, method, scale, c, row["judged"],
-                         row.get("js_k3", float("nan")))
-    for r in rows:  # the goal, against the unguided set of the same noise and class
+                log.info("seed %d %s %s %.1f %s %s: judged %.3f js3 %.4f", seed, noise, method, scale, interval, c,
+                         row["judged"], row.get("js_k3", float("nan")))
+    for r in rows:  # the goal, against the unguided set of the same noise, class and replicate
         base = next(b for b in rows
                     if b["noise"] == r["noise"] and b["method"] == "unguided" and b["class"] == r["class"])
         r["js_ratio_vs_unguided"] = r["js_k3"] / base["js_k3"] if base["js_k3"] > 0 else float("nan")
         r["goal"] = bool(r["judged"] >= 0.9 and r["js_ratio_vs_unguided"] <= 1.5 and r["satisfied"] == 1.0)
-    out = {"config": OmegaConf.to_container(cfg, resolve=True), "judge": judge_metrics, "real": real,
-           "rows": rows, "machine": machine_info()}
-    write_report(cfg.out, out, markdown(out))
+    return judge_metrics, real, rows
+
+
+def summarize(rows: list[dict]) -> list[dict]:
+    """Mean and sample std over replicates of each setting (noise, method, scale, interval, class); the goal on
+    the means."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["noise"], r["method"], r["scale"], tuple(r["interval"]), r["class"]), []).append(r)
+    out = []
+    for (noise, method, scale, interval, c), rs in groups.items():
+        s = {"noise": noise, "method": method, "scale": scale, "interval": list(interval), "class": c, "n": len(rs)}
+        for key in ("judged", "js_k3", "js_ratio_vs_unguided", "pairwise_identity", "satisfied"):
+            v = np.array([r[key] for r in rs], dtype=float)
+            s[key], s[key + "_std"] = float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0
+        s["goal"] = bool(s["judged"] >= 0.9 and s["js_ratio_vs_unguided"] <= 1.5 and s["satisfied"] == 1.0)
+        out.append(s)
     return out
 
 
 def markdown(out: dict) -> str:
+    lines = []
+    if len(out.get("seeds", [])) > 1:
+        accs = ", ".join(f"{100 * j['acc']:.1f}%" for j in out["judges"].values())
+        lines += [f"Mean ± std over {len(out['seeds'])} replicates (seeds {out['seeds']}: each its own judge, test "
+                  f"accuracy {accs}, and its own flank draws); goal on the means.", "",
+                  "| noise | method | scale | t interval | class | judged | 3-mer JS / unguided | pairwise id. "
+                  "| satisfied | goal |", "|" + "---|" * 10]
+        for r in out["summary"]:
+            lo, hi = r["interval"]
+            lines.append(f"| {r['noise']} | {r['method']} | {r['scale']:g} | {lo:g}-{hi:g} | {r['class']} | "
+                         f"{r['judged']:.3f} ± {r['judged_std']:.3f} | {r['js_ratio_vs_unguided']:.2f} ± "
+                         f"{r['js_ratio_vs_unguided_std']:.2f} | {r['pairwise_identity']:.3f} | "
+                         f"{r['satisfied']:.2f} | {'yes' if r['goal'] else 'no'} |")
+        lines += ["", "Per replicate:", ""]
     j = out["judge"]
-    lines = [f"Judge: CNN trained on the training split, test accuracy {100 * j['acc']:.1f}%. Per class: "
+    lines += [f"Judge: CNN trained on the training split, test accuracy {100 * j['acc']:.1f}%. Per class: "
              + "; ".join(f"{c}: real 3-mer JS floor {r['js_k3']:.4f}, pairwise identity {r['pairwise_identity']:.3f}, "
                          f"NN identity {r['nn_identity_mean']:.3f}" for c, r in out["real"].items()), "",
-             "| noise | method | scale | t interval | class | judged | 3-mer JS | JS / unguided | pairwise id. "
-             "| NN id. (>=0.9) | satisfied | calls | goal |", "|" + "---|" * 13]
+             "| seed | noise | method | scale | t interval | class | judged | 3-mer JS | JS / unguided | pairwise id. "
+             "| NN id. (>=0.9) | satisfied | calls | goal |", "|" + "---|" * 14]
     for r in out["rows"]:
         lo, hi = r.get("interval", (0.0, 1.0))
-        lines.append(f"| {r['noise']} | {r['method']} | {r['scale']:g} | {lo:g}-{hi:g} | {r['class']} | "
-                     f"{r['judged']:.3f} | "
+        lines.append(f"| {r.get('seed', '')} | {r['noise']} | {r['method']} | {r['scale']:g} | {lo:g}-{hi:g} | "
+                     f"{r['class']} | {r['judged']:.3f} | "
                      f"{r['js_k3']:.4f} | {r['js_ratio_vs_unguided']:.2f} | {r['pairwise_identity']:.3f} | "
                      f"{r['nn_identity_mean']:.3f} ({r['nn_identity_ge_0.9']:.2f}) | {r['satisfied']:.2f} | "
                      f"{r['network_calls']}+{r['classifier_calls']} | {'yes' if r['goal'] else 'no'} |")

@@ -27,6 +27,7 @@ from seqdiff.io import atomic_write
 from seqdiff.precision import with_precision
 from seqdiff.sampling import AncestralSampler, sample
 from seqdiff.sampling.families import FamilySampler
+from seqdiff.sampling.guidance import check_interval
 
 
 def compile_design(cfg: DictConfig, generator: torch.Generator | None = None) -> CompiledDesign:
@@ -94,7 +95,7 @@ def design(cfg: DictConfig) -> dict:
                "guide": None if cfg.get("guide") is None else OmegaConf.to_container(cfg.guide)["_target_"],
                "class": cfg["class"],
                "guidance_scale": float(cfg.guidance_scale) if cfg.get("guide") is not None else None,
-               "guidance_interval": list(cfg.get("guidance_interval") or [0.0, 1.0]) if cfg.get("guide") else None}
+               "guidance_interval": list(check_interval(cfg.get("guidance_interval"))) if cfg.get("guide") else None}
     print(json.dumps(summary))
     return summary
 
@@ -116,7 +117,7 @@ def design_sampler(cfg: DictConfig, model):
         # a partial, so the loaded model is passed as is (instantiate would try to turn dataclasses into configs)
         guide = instantiate(cfg.guide, _partial_=True)(denoiser=model, class_name=cfg["class"],
                                                        scale=float(cfg.guidance_scale),
-                                                       interval=list(cfg.get("guidance_interval") or [0.0, 1.0]))
+                                                       interval=cfg.get("guidance_interval"))
     return FamilySampler(family_of(model), num_steps=configured.num_steps, guide=guide)
 
 

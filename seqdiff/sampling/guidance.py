@@ -75,6 +75,12 @@ def check_interval(interval: tuple[float, float] | list[float] | None) -> tuple[
     return lo, hi
 
 
+def scale_at(scale: float, interval: tuple[float, float], t: float, outside: float) -> float:
+    """The guidance scale of a reverse step starting at time t: `scale` inside `interval`, else `outside`."""
+    lo, hi = interval
+    return scale if lo <= t <= hi else outside
+
+
 class ClassifierFreeGuidance:
     """Mix the class-conditional and unconditional transitions of one class-conditional denoiser."""
 
@@ -84,12 +90,8 @@ class ClassifierFreeGuidance:
         self.label, self.scale, self.calls = int(label), float(scale), 0
         self.interval = check_interval(interval)
 
-    def scale_at(self, t: float) -> float:
-        lo, hi = self.interval
-        return self.scale if lo <= t <= hi else 1.0
-
     def __call__(self, ctx: StepContext) -> Tensor:
-        scale = self.scale_at(float(ctx.t))
+        scale = scale_at(self.scale, self.interval, float(ctx.t), outside=1.0)  # outside: the conditional model
         log_u = ctx.transition(None) if scale != 1.0 else None
         log_c = ctx.transition(self.label) if scale != 0.0 else None
         return geometric_mix(log_c if log_c is not None else log_u, log_u if log_u is not None else log_c, scale)
@@ -110,13 +112,9 @@ class ClassifierGuidance:
         self.mode, self.batch_size, self.calls = mode, batch_size, 0
         self.interval = check_interval(interval)
 
-    def scale_at(self, t: float) -> float:
-        lo, hi = self.interval
-        return self.scale if lo <= t <= hi else 0.0
-
     def __call__(self, ctx: StepContext) -> Tensor:
         log_q = ctx.transition(None)
-        scale = self.scale_at(float(ctx.t))
+        scale = scale_at(self.scale, self.interval, float(ctx.t), outside=0.0)  # outside: unguided
         if scale == 0.0:
             return log_q
         log_r = self._taylor(ctx) if self.mode == "taylor" else self._exact(ctx, log_q)

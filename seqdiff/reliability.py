@@ -205,6 +205,7 @@ def _skips_on_device(optimizer: Any) -> bool:
 # Values that are not the target's own but that seqdiff resolves before instantiating it.
 SEQDIFF_VALUES: dict[tuple[str, str], tuple[Any, ...]] = {
     ("lightning.Trainer", "precision"): ("auto",),  # seqdiff.precision.resolve_training_precision
+    ("seqdiff.backbones.Transformer", "ngram_context"): ("auto",),  # seqdiff.train.build_backbone
 }
 
 

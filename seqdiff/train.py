@@ -27,11 +27,22 @@ from seqdiff.reliability import AtomicCheckpointIO, StepSeed, check_config_types
 log = logging.getLogger("seqdiff.train")
 
 
-def build_backbone(cfg_model: Any, tokenizer: Any, max_len: int) -> tuple[torch.nn.Module, dict]:
-    """Instantiate cfg.model with the tokenizer-derived kwargs it accepts; returns (backbone, those kwargs)."""
+NGRAM_AUTO_CONTEXT = 8  # `model.ngram_context: auto` on DNA with the character tokenizer (docs/training.md)
+
+
+def build_backbone(cfg_model: Any, tokenizer: Any, max_len: int,
+                   datamodule: Any = None) -> tuple[torch.nn.Module, dict]:
+    """Instantiate cfg.model with the tokenizer-derived kwargs it accepts; returns (backbone, those kwargs).
+
+    `ngram_context: auto` resolves here (and is saved resolved with the kwargs): an n-gram prior of
+    NGRAM_AUTO_CONTEXT bases when the data is a genome (its training split can be counted) and the tokenizer
+    is one base per token, none otherwise (tables, code, classification tasks)."""
     target = instantiate({"_target_": "hydra.utils.get_class", "path": cfg_model["_target_"]})
     params = inspect.signature(target).parameters
     init: dict[str, Any] = {"vocab_size": tokenizer.vocab_size, "max_len": max_len}
+    if "ngram_context" in params and cfg_model.get("ngram_context") == "auto":
+        dna = getattr(tokenizer, "bases_per_token", None) == 1 and hasattr(datamodule, "split_arrays")
+        init["ngram_context"] = NGRAM_AUTO_CONTEXT if dna else None
     if "complement_ids" in params and hasattr(tokenizer, "complement_ids"):
         init["complement_ids"] = [int(i) for i in tokenizer.complement_ids]
     return instantiate(cfg_model, **init), init
@@ -50,6 +61,13 @@ def init_backbone_from(backbone: torch.nn.Module, tokenizer: Any, path: str, par
     src = load(path)
     check_tokenizer(src, tokenizer, "this run")
     theirs, ours = src.backbone.state_dict(), backbone.state_dict()
+    # n-gram counts belong to the data, not the network: this run counts its own training split
+    theirs = {k: v for k, v in theirs.items() if k not in ("ngram.counts", "ngram.fitted")}
+    ours = {k: v for k, v in ours.items() if k not in ("ngram.counts", "ngram.fitted")}
+    if "ngram_in.weight" in theirs and "ngram_in.weight" not in ours:
+        log.warning("init_from=%s has an n-gram prior that this run's model lacks (model.ngram_context): its "
+                    "input projection is dropped", path)
+        del theirs["ngram_in.weight"]
     missing = sorted(set(ours) - set(theirs))
     unexpected = sorted(set(theirs) - set(ours))
     shapes = [f"{k} {tuple(theirs[k].shape)} vs {tuple(v.shape)}" for k, v in ours.items()
@@ -61,9 +79,26 @@ def init_backbone_from(backbone: torch.nn.Module, tokenizer: Any, path: str, par
     if missing or unexpected or shapes:
         raise CheckpointError(f"init_from={path}: its backbone does not match this run's model "
                               f"(missing {missing[:5]}, unexpected {unexpected[:5]}, shape {shapes[:3]})")
-    backbone.load_state_dict(theirs, strict=not partial)
+    backbone.load_state_dict(theirs, strict=False)  # the key sets were checked above
     log.info("initialised %d backbone tensors from %s (objective %s)", len(theirs), path, src.objective)
     return len(theirs)
+
+
+def fit_ngram_prior(backbone: torch.nn.Module, tokenizer: Any, datamodule: Any, resumed: bool) -> None:
+    """Fill a backbone's n-gram prior (`model.ngram_context`) from the training split, unless it is already
+    fitted (init_from) or the run resumes (the checkpoint holds the tables)."""
+    prior = getattr(backbone, "ngram", None)
+    if prior is None or resumed or bool(prior.fitted):
+        return
+    if getattr(tokenizer, "bases_per_token", None) != 1 or not hasattr(datamodule, "split_arrays"):
+        raise ValueError("model.ngram_context needs DNA data and the character tokenizer (ids 0..3 = A C G T); "
+                         "set model.ngram_context=null")
+    from seqdiff.backbones.ngram_prior import ascii_codes
+
+    t0 = time.perf_counter()
+    prior.fit([ascii_codes(a) for a in datamodule.split_arrays("train")])
+    log.info("n-gram prior (context %d) fitted on the training split in %.1f s", prior.max_context,
+             time.perf_counter() - t0)
 
 
 def build_module(cfg: DictConfig, backbone: torch.nn.Module, tokenizer: Any) -> L.LightningModule:
@@ -108,11 +143,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     tokenizer = instantiate(cfg.tokenizer)
     datamodule = instantiate(cfg.data, tokenizer=tokenizer)
-    backbone, backbone_init = build_backbone(cfg.model, tokenizer, datamodule.window)
+    backbone, backbone_init = build_backbone(cfg.model, tokenizer, datamodule.window, datamodule)
     last = run_dir / "checkpoints" / "last.ckpt"
     ckpt_path = str(last) if cfg.get("resume", True) and last.is_file() else None
     if cfg.get("init_from") and not ckpt_path:  # a resumed run has these weights (and more) in last.ckpt
         init_backbone_from(backbone, tokenizer, str(cfg.init_from), bool(cfg.get("init_from_partial", False)))
+    fit_ngram_prior(backbone, tokenizer, datamodule, resumed=ckpt_path is not None)
     module = build_module(cfg, backbone, tokenizer)  # after init_from: the EMA copy starts from those weights
     module.seqdiff_config = OmegaConf.to_container(cfg, resolve=True)
     module.backbone_init = backbone_init

@@ -31,7 +31,10 @@ def test_mdlm_backbone_starts_from_the_ar_ema_weights(ar_checkpoint):
     assert not backbone.causal
     before = {k: v.clone() for k, v in backbone.state_dict().items()}
     n = init_backbone_from(backbone, tok, str(ar_checkpoint))
-    theirs = source.backbone.state_dict()
+    # the source was trained on a genome with the n-gram prior (ngram_context: auto); this backbone was built
+    # without data, so it has none: the prior's tensors are the only ones not copied
+    theirs = {k: v for k, v in source.backbone.state_dict().items() if not k.startswith("ngram")}
+    assert len(theirs) == len(source.backbone.state_dict()) - 3 and backbone.ngram is None
     assert n == len(theirs) > 0
     for k, v in backbone.state_dict().items():
         torch.testing.assert_close(v, theirs[k], rtol=0, atol=0)  # copied, not recomputed
@@ -47,6 +50,9 @@ def test_training_run_with_init_from_trains_and_records_it(ar_checkpoint, tmp_pa
     assert json.loads((tmp_path / "metrics.json").read_text())["global_step"] == 3
     model = seqdiff.load(tmp_path / "checkpoints" / "last.ckpt")
     assert model.objective == "mdlm" and model.config["init_from"] == str(ar_checkpoint)
+    # the AR source's (causal) counts are not copied: this run counted its own training split, bidirectionally
+    source = seqdiff.load(ar_checkpoint).backbone
+    assert bool(model.backbone.ngram.fitted) and not model.backbone.ngram.causal and source.ngram.causal
 
 
 def test_mismatched_shape_or_tokenizer_is_one_clear_error(ar_checkpoint):
@@ -70,7 +76,8 @@ def test_partial_init_keeps_the_new_tensors_fresh_and_copies_the_rest(ar_checkpo
         init_backbone_from(backbone, tok, str(ar_checkpoint))
     fresh = backbone.pos.weight.detach().clone()
     n = init_backbone_from(backbone, tok, str(ar_checkpoint), partial=True)
-    theirs = seqdiff.load(ar_checkpoint).backbone.state_dict()
+    theirs = {k: v for k, v in seqdiff.load(ar_checkpoint).backbone.state_dict().items()
+              if not k.startswith("ngram")}  # the source's n-gram prior (this backbone has none)
     assert n == len(theirs) == len(backbone.state_dict()) - 1
     assert torch.equal(backbone.pos.weight, fresh)
     assert all(torch.equal(backbone.state_dict()[k], v) for k, v in theirs.items())

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from seqdiff.backbones.kmer_memory import KmerMemory
+from seqdiff.backbones.ngram_prior import NgramPrior
 
 
 def timestep_embedding(t: Tensor, dim: int, max_period: float = 10_000.0) -> Tensor:
@@ -111,6 +112,11 @@ class Transformer(nn.Module):
     kmer_orders=[k, ...] adds an explicit k-mer memory (`seqdiff.backbones.kmer_memory.KmerMemory`): learned
     vectors for the fully visible k-mers on each side of a position (ids 0 .. kmer_alphabet-1 are the bases;
     the character tokenizer's A C G T), the table an order-k Markov chain keeps, summed into the embeddings.
+
+    ngram_context=K adds an n-gram prior (`seqdiff.backbones.ngram_prior.NgramPrior`): smoothed count tables of
+    the training split, looked up by up to K visible bases around each position (before it for a causal model),
+    whose log-probabilities are added to the logits of A C G T; the network learns the residual. The tables are
+    filled by `seqdiff.train` from the training split before the first step and saved in the checkpoint.
     """
 
     def __init__(
@@ -131,6 +137,9 @@ class Transformer(nn.Module):
         kmer_dim: int = 32,
         kmer_alphabet: int = 4,
         kmer_mask_id: int | None = None,
+        ngram_context: int | None = None,
+        ngram_alpha: float = 4.0,
+        ngram_input: bool = True,
     ) -> None:
         super().__init__()
         if d_model % n_heads or (d_model // n_heads) % 2:
@@ -145,6 +154,12 @@ class Transformer(nn.Module):
         self.conv = nn.Conv1d(d_model, d_model, conv_kernel, groups=d_model) if conv_kernel else None
         self.kmer = (KmerMemory(d_model, kmer_orders, kmer_dim, kmer_alphabet, causal,
                                 kmer_mask_id) if kmer_orders else None)
+        # n-gram prior: count tables of the training split (filled by `fit` before training), added to the base
+        # logits and, projected, to the embeddings
+        self.ngram = NgramPrior(ngram_context, ngram_alpha, causal) if ngram_context is not None else None
+        self.ngram_in = nn.Linear(4, d_model, bias=False) if self.ngram is not None and ngram_input else None
+        if self.ngram_in is not None:  # as small as the token embeddings, which it must not drown
+            nn.init.normal_(self.ngram_in.weight, std=0.02)
         self.pos = nn.Embedding(max_len, d_model) if abs_positions else None
         self.rotary = Rotary(d_model // n_heads, max_len)
         self.cond = nn.Sequential(nn.Linear(d_cond, d_cond), nn.SiLU(), nn.Linear(d_cond, d_cond))
@@ -181,6 +196,13 @@ class Transformer(nn.Module):
             if kv_caches is not None:
                 raise RuntimeError("KV-cached decoding is not implemented for kmer_orders")
             h = h + self.kmer(x)
+        prior = None
+        if self.ngram is not None:
+            if kv_caches is not None:
+                raise RuntimeError("KV-cached decoding is not implemented for ngram_context")
+            prior = self.ngram(x)  # (B, L, 4) log-probabilities of the bases
+            if self.ngram_in is not None:  # centred, like the logits below
+                h = h + self.ngram_in(prior - prior.mean(-1, keepdim=True))
         if self.pos is not None:
             h = h + self.pos.weight[offset : offset + L]
         c = self.conditioning(t, B, x.device)
@@ -192,7 +214,13 @@ class Transformer(nn.Module):
             for cache in kv_caches:
                 cache["len"] = offset + L
         shift, scale = self.ada_out(c).chunk(2, dim=-1)
-        return self.head(modulate(self.norm_out(h), shift, scale))  # (B, L, V)
+        logits = self.head(modulate(self.norm_out(h), shift, scale))  # (B, L, V)
+        if prior is not None:  # residual on the n-gram model: the network learns what the counts miss
+            logits = logits.float()  # in fp32: bf16 would round the prior's log-probabilities to ~1%
+            # centred: it reshapes the distribution over the bases, not their odds against N or special tokens
+            centred = prior.float() - prior.float().mean(-1, keepdim=True)
+            logits = torch.cat([logits[..., :4] + centred, logits[..., 4:]], dim=-1)
+        return logits
 
     def new_kv_caches(self) -> list[dict]:
         """Empty per-layer caches for incremental (causal) decoding with `forward(x, kv_caches=...)`."""

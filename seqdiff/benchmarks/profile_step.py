@@ -19,7 +19,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from seqdiff.io import atomic_write
-from seqdiff.train import build_backbone, build_module
+from seqdiff.train import build_backbone, build_module, fit_ngram_prior
 
 log = logging.getLogger("seqdiff.profile_step")
 AUTOCAST = {"fp32": None, "bf16": torch.bfloat16}
@@ -52,7 +52,8 @@ def profile_step(cfg: DictConfig) -> dict:
     tokenizer = instantiate(tcfg.tokenizer)
     dm = instantiate(tcfg.data, tokenizer=tokenizer)
     dm.setup("fit")
-    backbone, _ = build_backbone(tcfg.model, tokenizer, dm.window)
+    backbone, _ = build_backbone(tcfg.model, tokenizer, dm.window, dm)
+    fit_ngram_prior(backbone, tokenizer, dm, resumed=False)
     module = build_module(tcfg, backbone, tokenizer)
     module.train()
     loader = iter(dm.train_dataloader())

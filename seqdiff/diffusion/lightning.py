@@ -14,6 +14,7 @@ import lightning as L
 import torch
 from torch import Tensor, nn
 
+from seqdiff.backbones.ngram_prior import holding_out
 from seqdiff.diffusion.objective import LN2, ar_nll, mdlm_nelbo
 from seqdiff.distributed import (
     check_fsdp_units,
@@ -72,7 +73,8 @@ class SequenceLM(L.LightningModule):
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         # No host syncs per step: logged on_step only, so no batch_size is needed (an int(n) would wait
         # for the GPU), and the LR is a CPU tensor (a Python float becomes a host-to-device copy).
-        loss, _ = self._mean_nats(self.backbone, batch["x0"], batch.get("q"))
+        with holding_out(self.backbone, batch["x0"]):  # an n-gram prior must not count the targets
+            loss, _ = self._mean_nats(self.backbone, batch["x0"], batch.get("q"))
         self.log("train/loss", loss, prog_bar=True)
         self.log("train/bpb", loss / LN2 / self.bases_per_token)
         self.log("lr", torch.tensor(self.optimizers().param_groups[0]["lr"]), prog_bar=False)

@@ -58,6 +58,19 @@ def _brute_probs(seqs, K: int, alpha: float, rc: bool, nl: int, nr: int, left: l
     return probs(nl, nr)
 
 
+def _visible_context(x: torch.Tensor, i: int, K: int) -> tuple[int, int, list[int], list[int]]:
+    """(l, r, left bases nearest first, right bases nearest first) for position i of a window, by walking it."""
+    run_l = 0
+    while i - run_l - 1 >= 0 and x[i - run_l - 1] < 4:
+        run_l += 1
+    run_r = 0
+    while i + run_r + 1 < len(x) and x[i + run_r + 1] < 4:
+        run_r += 1
+    nl, nr = (int(v) for v in split_context(torch.tensor(min(run_l, K)), torch.tensor(min(run_r, K)), K))
+    assert nl + nr <= K and nl <= run_l and nr <= run_r
+    return nl, nr, [int(x[i - j]) for j in range(1, nl + 1)], [int(x[i + j]) for j in range(1, nr + 1)]
+
+
 @settings(max_examples=12, deadline=None)
 @given(data=st.data(), K=st.integers(1, 4), rc=st.booleans())
 def test_lookup_equals_a_brute_force_count(data, K, rc):
@@ -68,16 +81,7 @@ def test_lookup_equals_a_brute_force_count(data, K, rc):
     x = torch.tensor([data.draw(st.lists(st.sampled_from([0, 1, 2, 3, 4, MASK]), min_size=12, max_size=12))])
     out = prior(x)[0].exp()
     for i in range(12):
-        run_l = 0
-        while i - run_l - 1 >= 0 and x[0, i - run_l - 1] < 4:
-            run_l += 1
-        run_r = 0
-        while i + run_r + 1 < 12 and x[0, i + run_r + 1] < 4:
-            run_r += 1
-        nl, nr = (int(v) for v in split_context(torch.tensor(min(run_l, K)), torch.tensor(min(run_r, K)), K))
-        assert nl + nr <= K and nl <= run_l and nr <= run_r
-        left = [int(x[0, i - j]) for j in range(1, nl + 1)]
-        right = [int(x[0, i + j]) for j in range(1, nr + 1)]
+        nl, nr, left, right = _visible_context(x[0], i, K)
         want = _brute_probs(seqs, K, 3.0, rc, nl, nr, left, right)
         assert torch.allclose(out[i].double(), torch.from_numpy(want), atol=1e-5), (i, nl, nr)
 
@@ -179,14 +183,6 @@ def test_holding_out_equals_counts_without_that_occurrence(data, K, causal):
             got = prior(x)[0, i].exp()
         want = _brute_probs([seq], K, 2.0, False, run, 0, left, [], exclude=a + i + 1)
     else:
-        run_l = 0
-        while i - run_l - 1 >= 0 and x[0, i - run_l - 1] < 4:
-            run_l += 1
-        run_r = 0
-        while i + run_r + 1 < 12 and x[0, i + run_r + 1] < 4:
-            run_r += 1
-        nl, nr = (int(v) for v in split_context(torch.tensor(min(run_l, K)), torch.tensor(min(run_r, K)), K))
-        left = [int(x[0, i - j]) for j in range(1, nl + 1)]
-        right = [int(x[0, i + j]) for j in range(1, nr + 1)]
+        nl, nr, left, right = _visible_context(x[0], i, K)
         want = _brute_probs([seq], K, 2.0, False, nl, nr, left, right, exclude=a + i)
     assert torch.allclose(got.double(), torch.from_numpy(want), atol=1e-5)

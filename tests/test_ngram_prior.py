@@ -186,3 +186,31 @@ def test_holding_out_equals_counts_without_that_occurrence(data, K, causal):
         nl, nr, left, right = _visible_context(x[0], i, K)
         want = _brute_probs([seq], K, 2.0, False, nl, nr, left, right, exclude=a + i)
     assert torch.allclose(got.double(), torch.from_numpy(want), atol=1e-5)
+
+
+def test_auto_resolves_by_data_and_a_prior_without_a_genome_is_one_clear_error():
+    """`ngram_context: auto` is 8 on a genome with one base per token and off otherwise (saved resolved in the
+    init kwargs); an explicit prior on data that cannot be counted fails before training, naming the key."""
+    from omegaconf import OmegaConf
+
+    from seqdiff.dna.tokenizer import KmerTokenizer, NucleotideTokenizer
+    from seqdiff.train import NGRAM_AUTO_CONTEXT, build_backbone, fit_ngram_prior
+
+    class Genome:
+        def split_arrays(self, split):
+            return [np.frombuffer(b"ACGTTGCAACGGTACNNACGT" * 20, dtype=np.uint8)]
+
+    cfg = OmegaConf.create({"_target_": "seqdiff.backbones.Transformer", "d_model": 32, "n_layers": 1,
+                            "n_heads": 2, "d_cond": 32, "ngram_context": "auto"})
+    char = NucleotideTokenizer()
+    m, init = build_backbone(cfg, char, 64, Genome())
+    assert init["ngram_context"] == NGRAM_AUTO_CONTEXT and m.ngram.max_context == NGRAM_AUTO_CONTEXT
+    fit_ngram_prior(m, char, Genome(), resumed=False)
+    assert bool(m.ngram.fitted) and m.ngram.counts.sum() > 0
+    for tok, dm in [(char, None), (KmerTokenizer(3), Genome())]:
+        m, init = build_backbone(cfg, tok, 64, dm)
+        assert init["ngram_context"] is None and m.ngram is None
+    explicit = OmegaConf.merge(cfg, {"ngram_context": 4})
+    m, _ = build_backbone(explicit, char, 64, None)
+    with pytest.raises(ValueError, match="model.ngram_context"):
+        fit_ngram_prior(m, char, object(), resumed=False)

@@ -41,7 +41,7 @@ def build_backbone(cfg_model: Any, tokenizer: Any, max_len: int,
     params = inspect.signature(target).parameters
     init: dict[str, Any] = {"vocab_size": tokenizer.vocab_size, "max_len": max_len}
     if "ngram_context" in params and cfg_model.get("ngram_context") == "auto":
-        dna = getattr(tokenizer, "bases_per_token", None) == 1 and hasattr(datamodule, "split_arrays")
+        dna = getattr(tokenizer, "bases_per_token", None) == 1 and hasattr(datamodule, "split_codes")
         init["ngram_context"] = NGRAM_AUTO_CONTEXT if dna else None
     if "complement_ids" in params and hasattr(tokenizer, "complement_ids"):
         init["complement_ids"] = [int(i) for i in tokenizer.complement_ids]
@@ -90,13 +90,11 @@ def fit_ngram_prior(backbone: torch.nn.Module, tokenizer: Any, datamodule: Any, 
     prior = getattr(backbone, "ngram", None)
     if prior is None or resumed or bool(prior.fitted):
         return
-    if getattr(tokenizer, "bases_per_token", None) != 1 or not hasattr(datamodule, "split_arrays"):
+    if getattr(tokenizer, "bases_per_token", None) != 1 or not hasattr(datamodule, "split_codes"):
         raise ValueError("model.ngram_context needs DNA data and the character tokenizer (ids 0..3 = A C G T); "
                          "set model.ngram_context=null")
-    from seqdiff.backbones.ngram_prior import ascii_codes
-
     t0 = time.perf_counter()
-    prior.fit([ascii_codes(a) for a in datamodule.split_arrays("train")])
+    prior.fit(datamodule.split_codes("train"))
     log.info("n-gram prior (context %d) fitted on the training split in %.1f s", prior.max_context,
              time.perf_counter() - t0)
 

@@ -192,6 +192,9 @@ def test_bed_split_datamodule_and_split_arrays(fasta):
     arrays = dm.split_arrays("train")
     assert [a.size for a in arrays] == [131072, 40000] and arrays[0].dtype == np.uint8
     assert arrays[1].tobytes().decode() == fixture_seq("chr20b")[:40000]
+    codes = dm.split_codes("train")  # what count models are fitted on: A C G T N -> 0..4
+    assert [c.size for c in codes] == [131072, 40000] and int(codes[1].max()) <= 4
+    assert "".join("ACGTN"[int(c)] for c in codes[1][:500]) == fixture_seq("chr20b")[:500].upper()
     dm.setup("validate")
     assert len(dm.datasets["valid"]) == 40000 // 600
 

@@ -197,8 +197,8 @@ def test_auto_resolves_by_data_and_a_prior_without_a_genome_is_one_clear_error()
     from seqdiff.train import NGRAM_AUTO_CONTEXT, build_backbone, fit_ngram_prior
 
     class Genome:
-        def split_arrays(self, split):
-            return [np.frombuffer(b"ACGTTGCAACGGTACNNACGT" * 20, dtype=np.uint8)]
+        def split_codes(self, split):
+            return [np.array([0, 1, 2, 3, 3, 2, 1, 0, 4, 0, 1] * 20, dtype=np.uint8)]
 
     cfg = OmegaConf.create({"_target_": "seqdiff.backbones.Transformer", "d_model": 32, "n_layers": 1,
                             "n_heads": 2, "d_cond": 32, "ngram_context": "auto"})

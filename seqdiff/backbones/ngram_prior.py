@@ -58,14 +58,6 @@ def split_context(run_left: Tensor, run_right: Tensor, max_context: int) -> tupl
     return nl, nr
 
 
-def ascii_codes(seq: np.ndarray) -> np.ndarray:
-    """uint8 ASCII bases (either case) -> codes 0..3 for A C G T, 4 for anything else (N, IUPAC, gaps)."""
-    lut = np.full(256, ALPHABET, dtype=np.uint8)
-    for code, base in enumerate(b"ACGT"):
-        lut[base] = lut[base + 32] = code
-    return lut[np.asarray(seq, dtype=np.uint8)]
-
-
 def kmer_counts(seqs: Sequence[np.ndarray], k: int) -> np.ndarray:
     """Counts of every k-mer of bases (codes 0..3; anything else breaks a k-mer) as a (4,) * k array whose
     axis m is the base at offset m of the k-mer."""

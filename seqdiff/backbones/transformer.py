@@ -200,9 +200,12 @@ class Transformer(nn.Module):
         if self.ngram is not None:
             if kv_caches is not None:
                 raise RuntimeError("KV-cached decoding is not implemented for ngram_context")
-            prior = self.ngram(x)  # (B, L, 4) log-probabilities of the bases
-            if self.ngram_in is not None:  # centred, like the logits below
-                h = h + self.ngram_in(prior - prior.mean(-1, keepdim=True))
+            # centred log-probabilities of the bases: they reshape the distribution over A C G T, not the odds of
+            # the bases against N or the special tokens
+            prior = self.ngram(x)
+            prior = prior - prior.mean(-1, keepdim=True)  # (B, L, 4), fp32
+            if self.ngram_in is not None:
+                h = h + self.ngram_in(prior)
         if self.pos is not None:
             h = h + self.pos.weight[offset : offset + L]
         c = self.conditioning(t, B, x.device)
@@ -217,9 +220,7 @@ class Transformer(nn.Module):
         logits = self.head(modulate(self.norm_out(h), shift, scale))  # (B, L, V)
         if prior is not None:  # residual on the n-gram model: the network learns what the counts miss
             logits = logits.float()  # in fp32: bf16 would round the prior's log-probabilities to ~1%
-            # centred: it reshapes the distribution over the bases, not their odds against N or special tokens
-            centred = prior.float() - prior.float().mean(-1, keepdim=True)
-            logits = torch.cat([logits[..., :4] + centred, logits[..., 4:]], dim=-1)
+            logits = torch.cat([logits[..., :4] + prior, logits[..., 4:]], dim=-1)
         return logits
 
     def new_kv_caches(self) -> list[dict]:

@@ -75,14 +75,13 @@ def steps_per_second(name: str, overrides: list[str], cfg: DictConfig, out: Path
 
 def _markov(dm, windows: torch.Tensor, cfg: DictConfig, out: Path) -> dict:
     from seqdiff.dna.markov import best_markov
-    from seqdiff.dna.tokenizer import base_codes
 
     key = f"markov_{cfg.split}_{windows.shape[0]}x{windows.shape[1]}.json"
     cached = _load_json(out / key)
     if cached:
         return cached
     t0 = time.perf_counter()
-    train = [base_codes(a) for a in dm.split_arrays("train")]
+    train = dm.split_codes("train")
     model, scores = best_markov(train, [w.numpy() for w in windows], list(cfg.markov_orders), alphabet=5,
                                 alpha=0.5)
     res = {"order": model.order, "bits_per_base": scores[model.order], "by_order": scores,

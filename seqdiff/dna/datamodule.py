@@ -98,6 +98,13 @@ class GenomeDataModule(L.LightningDataModule):
         self.load()
         return self.genome.region_arrays(self.splits[split])
 
+    def split_codes(self, split: str) -> list[np.ndarray]:
+        """A split's regions as base codes uint8 0..4 (A C G T N): what count models (Markov chain, count
+        teacher, the denoiser's n-gram prior) are fitted on."""
+        from seqdiff.dna.tokenizer import base_codes
+
+        return [base_codes(a) for a in self.split_arrays(split)]
+
     def prepare_data(self) -> None:
         # Lightning runs this on global rank 0 while the other ranks wait (prepare_data_per_node=False), before
         # setup() on every rank: the byte cache and each split's good-tile index are built once, and every rank
@@ -140,9 +147,8 @@ class GenomeDataModule(L.LightningDataModule):
         if self.teacher_cfg is None:
             return None
         from seqdiff.dna.teacher import CountTeacher
-        from seqdiff.dna.tokenizer import base_codes
 
-        return CountTeacher(**self.teacher_cfg).fit([base_codes(a) for a in self.split_arrays("train")])
+        return CountTeacher(**self.teacher_cfg).fit(self.split_codes("train"))
 
     # ------------------------------------------------------------ loaders
 

@@ -15,7 +15,6 @@ from omegaconf import DictConfig
 
 import seqdiff
 from seqdiff.dna.markov import best_markov
-from seqdiff.dna.tokenizer import base_codes
 from seqdiff.evaluation.likelihood import evaluate_likelihood
 from seqdiff.io import atomic_write
 
@@ -39,7 +38,7 @@ def results_dna(cfg: DictConfig) -> dict:
 
     # Markov baseline on exactly the model's training region, base-level (ids 0..4 = A C G T N).
     t0 = time.perf_counter()
-    train_seqs = [base_codes(a) for a in dm.split_arrays("train")]
+    train_seqs = dm.split_codes("train")
     if bpt != 1:
         raise ValueError("the Markov comparison needs a character-level (one token per base) model")
     markov, scores = best_markov(train_seqs, [w.numpy() for w in valid], list(cfg.markov_orders),

@@ -38,9 +38,12 @@ def test_profile_step_tables_on_the_fixture(tmp_path):
 
     with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):  # profile_step composes train.yaml
         cfg = hydra_compose("profile_step", [f"overrides={tiny}".replace("'", '"'), "warmup=1", "steps=1",
-                                             "profiled_steps=1", "top=3", f"out={tmp_path / 'prof'}"])
+                                             "profiled_steps=1", "top=3", "peak_seconds=0.2",
+                                             f"out={tmp_path / 'prof'}"])
         res = profile_step(cfg)
     assert set(res["precisions"]) == {"fp32", "bf16"} and res["tokens_per_step"] == 4 * 128
     for p in res["precisions"].values():
         assert p["tokens_per_second"] > 0 and len(p["top_ops"]) == 3
+        assert 0 < p["mfu_best_peak"] <= p["mfu_own_peak"]  # the best peak is at least the precision's own
+    assert res["model_flops_per_step"] > 6 * 4 * 128 * 32 * 32  # at least the blocks' weight matmuls
     assert "| operator |" in (tmp_path / "prof.md").read_text()

@@ -25,22 +25,73 @@ def timestep_embedding(t: Tensor, dim: int, max_period: float = 10_000.0) -> Ten
 
 
 class Rotary(nn.Module):
-    """Rotary position embedding tables for head dimension `head_dim`, cached up to `max_len`."""
+    """Rotary position embedding tables for head dimension `head_dim`, cached up to `max_len`.
+
+    The rotation pairs feature i with feature i + head_dim/2 ("half" layout: two contiguous halves, no strided
+    slices). The model's pairs are the interleaved (2i, 2i+1) of its q/k projection weights: `Block` permutes
+    those weight rows so each pair lands at (i, i + hd/2) before the rotation. Attention scores only see q.k,
+    which a permutation applied to both leaves unchanged, so this is the interleaved rotary embedding, computed
+    with half the elementwise work (tests/test_transformer_speed.py checks it against the strided form).
+    """
 
     def __init__(self, head_dim: int, max_len: int, base: float = 10_000.0) -> None:
         super().__init__()
         inv_freq = 1.0 / base ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
         angles = torch.outer(torch.arange(max_len, dtype=torch.float32), inv_freq)  # (L, hd/2)
-        self.register_buffer("cos", angles.cos(), persistent=False)
-        self.register_buffer("sin", angles.sin(), persistent=False)
+        self.register_buffer("cos", torch.cat([angles.cos(), angles.cos()], -1), persistent=False)  # (L, hd)
+        self.register_buffer("sin", torch.cat([-angles.sin(), angles.sin()], -1), persistent=False)
 
     def forward(self, x: Tensor, offset: int = 0) -> Tensor:
-        """x: (B, H, L, hd) -> rotated x, positions offset..offset+L-1."""
-        L = x.shape[-2]
+        """x: (..., L, hd) in half layout -> rotated x, positions offset..offset+L-1."""
+        L, half = x.shape[-2], x.shape[-1] // 2
         cos, sin = self.cos[offset : offset + L].to(x.dtype), self.sin[offset : offset + L].to(x.dtype)
-        x1, x2 = x[..., 0::2], x[..., 1::2]
-        out = torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
-        return out.flatten(-2)
+        return x * cos + torch.cat([x[..., half:], x[..., :half]], dim=-1) * sin
+
+
+def half_layout_rows(d_model: int, n_heads: int) -> Tensor:
+    """Row order of a (3 d_model, d_model) qkv weight that puts each head's interleaved rotary pairs (2i, 2i+1)
+    of q and k at (i, i + hd/2); v's rows keep their order."""
+    hd = d_model // n_heads
+    within = torch.cat([torch.arange(0, hd, 2), torch.arange(1, hd, 2)])  # (hd,)
+    qk = (torch.arange(2 * n_heads)[:, None] * hd + within[None]).flatten()
+    return torch.cat([qk, torch.arange(2 * d_model, 3 * d_model)])
+
+
+_flash_cpu = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+_flash_cpu_backward = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu_backward", None)
+
+
+class _FlashBf16Fp32Backward(torch.autograd.Function):
+    """CPU flash attention on bf16 q/k/v whose backward runs the fp32 kernel.
+
+    PyTorch's CPU flash-attention backward is slower in bf16 than in fp32 at head dim 32 (34 vs 26 ms per layer
+    for 16 x 4 heads x 512 x 32 on 2 Xeon cores with AMX), while its bf16 forward is faster (6.5 vs 11 ms). This
+    keeps the bf16 forward and computes the gradients in fp32 from the saved bf16 inputs, output and fp32
+    log-sum-exp: the same gradients as bf16 SDPA up to rounding (slightly closer to fp32).
+    """
+
+    @staticmethod
+    def forward(ctx, q: Tensor, k: Tensor, v: Tensor, is_causal: bool) -> Tensor:
+        out, lse = _flash_cpu(q, k, v, 0.0, is_causal)
+        ctx.save_for_backward(q, k, v, out, lse)
+        ctx.is_causal = is_causal
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        q, k, v, out, lse = ctx.saved_tensors
+        dq, dk, dv = _flash_cpu_backward(grad.float(), q.float(), k.float(), v.float(), out.float(), lse, 0.0,
+                                         ctx.is_causal)
+        return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype), None
+
+
+def attention(q: Tensor, k: Tensor, v: Tensor, is_causal: bool, dropout_p: float) -> Tensor:
+    """SDPA, except bf16 training on CPU with head dim <= 32 (see `_FlashBf16Fp32Backward`)."""
+    if (q.device.type == "cpu" and q.dtype == torch.bfloat16 and q.shape[-1] <= 32 and dropout_p == 0.0
+            and _flash_cpu is not None and torch.is_grad_enabled() and q.requires_grad
+            and q.shape == k.shape == v.shape):
+        return _FlashBf16Fp32Backward.apply(q, k, v, is_causal)
+    return F.scaled_dot_product_attention(q, k, v, is_causal=is_causal, dropout_p=dropout_p)
 
 
 def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
@@ -55,15 +106,17 @@ class Block(nn.Module):
     block starts as the identity, whereas here a block starts as a plain pre-norm block (gate 0 -> factor 1).
     """
 
-    def __init__(self, d_model: int, n_heads: int, d_cond: int, mlp_ratio: int, dropout: float, causal: bool):
+    def __init__(self, d_model: int, n_heads: int, d_cond: int, mlp_ratio: int, dropout: float, causal: bool,
+                 gelu_approximate: str = "tanh"):
         super().__init__()
         self.n_heads, self.causal, self.dropout = n_heads, causal, dropout
         self.norm1 = nn.LayerNorm(d_model, elementwise_affine=False)
         self.qkv = nn.Linear(d_model, 3 * d_model, bias=False)
+        self.register_buffer("qkv_rows", half_layout_rows(d_model, n_heads), persistent=False)
         self.proj = nn.Linear(d_model, d_model, bias=False)
         self.norm2 = nn.LayerNorm(d_model, elementwise_affine=False)
         self.mlp = nn.Sequential(
-            nn.Linear(d_model, mlp_ratio * d_model), nn.GELU(approximate="tanh"),
+            nn.Linear(d_model, mlp_ratio * d_model), nn.GELU(approximate=gelu_approximate),
             nn.Linear(mlp_ratio * d_model, d_model),
         )
         self.ada = nn.Linear(d_cond, 6 * d_model)
@@ -72,9 +125,12 @@ class Block(nn.Module):
 
     def attention(self, h: Tensor, rotary: Rotary, kv_cache: dict | None = None) -> Tensor:
         B, L, D = h.shape
-        q, k, v = self.qkv(h).view(B, L, 3, self.n_heads, D // self.n_heads).permute(2, 0, 3, 1, 4)  # (B,H,L,hd)
+        # q/k rows in half layout (Rotary); (3, B, H, L, hd)
+        qkv = F.linear(h, self.qkv.weight[self.qkv_rows]).view(B, L, 3, self.n_heads, D // self.n_heads)
+        qk, v = qkv.permute(2, 0, 3, 1, 4).split([2, 1])  # split, not slices: its backward is one cat
         offset = 0 if kv_cache is None else kv_cache.get("len", 0)
-        q, k = rotary(q, offset), rotary(k, offset)
+        q, k = rotary(qk, offset).unbind(0)  # q and k rotated in one pass
+        v = v.squeeze(0)
         if kv_cache is not None:  # incremental AR decoding: write keys/values into a preallocated buffer
             if offset and L > 1:
                 raise ValueError("after the prefill, a KV-cached causal step takes one token at a time")
@@ -85,9 +141,7 @@ class Block(nn.Module):
             kv_cache["v"][:, :, offset : offset + L] = v
             k, v = kv_cache["k"][:, :, : offset + L], kv_cache["v"][:, :, : offset + L]
         is_causal = self.causal and (kv_cache is None or offset == 0) and L > 1
-        out = F.scaled_dot_product_attention(
-            q, k, v, is_causal=is_causal, dropout_p=self.dropout if self.training else 0.0
-        )
+        out = attention(q, k, v, is_causal, self.dropout if self.training else 0.0)
         return self.proj(out.transpose(1, 2).reshape(B, L, D))
 
     def forward(self, h: Tensor, c: Tensor, rotary: Rotary, kv_cache: dict | None = None) -> Tensor:
@@ -117,6 +171,9 @@ class Transformer(nn.Module):
     the training split, looked up by up to K visible bases around each position (before it for a causal model),
     whose log-probabilities are added to the logits of A C G T; the network learns the residual. The tables are
     filled by `seqdiff.train` from the training split before the first step and saved in the checkpoint.
+
+    gelu_approximate: the MLP's GELU, "tanh" (what checkpoints without the key were trained with) or "none"
+    (exact erf GELU, which the configs use: half the CPU time of the tanh form, fwd + bwd, in bf16).
     """
 
     def __init__(
@@ -140,6 +197,7 @@ class Transformer(nn.Module):
         ngram_context: int | None = None,
         ngram_alpha: float = 4.0,
         ngram_input: bool = True,
+        gelu_approximate: str = "tanh",
     ) -> None:
         super().__init__()
         if d_model % n_heads or (d_model // n_heads) % 2:
@@ -164,7 +222,7 @@ class Transformer(nn.Module):
         self.rotary = Rotary(d_model // n_heads, max_len)
         self.cond = nn.Sequential(nn.Linear(d_cond, d_cond), nn.SiLU(), nn.Linear(d_cond, d_cond))
         self.d_cond = d_cond
-        self.blocks = nn.ModuleList(Block(d_model, n_heads, d_cond, mlp_ratio, dropout, causal)
+        self.blocks = nn.ModuleList(Block(d_model, n_heads, d_cond, mlp_ratio, dropout, causal, gelu_approximate)
                                     for _ in range(n_layers))
         self.norm_out = nn.LayerNorm(d_model, elementwise_affine=False)
         self.ada_out = nn.Linear(d_cond, 2 * d_model)

@@ -3,7 +3,10 @@
 Builds the configured model and data exactly as `scripts/train.py` does (same config, same overrides) and times
 the training step outside the Trainer: loss (forward), backward, gradient clipping, AdamW, EMA - once per
 precision in `precisions`. Then `torch.profiler` over a few steps gives the operator table (self CPU time).
-Writes `<out>.json` (step times, tokens/s, top operators) and `<out>.md` (the tables).
+For a `Transformer`, also the model FLOP utilisation: training matmul FLOPs per step (`seqdiff.benchmarks.flops`)
+per second of step, over the measured square-GEMM peak of the precision used and over the best peak of any
+precision (bf16 where the machine has it).
+Writes `<out>.json` (step times, tokens/s, MFU, top operators) and `<out>.md` (the tables).
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from seqdiff.backbones.transformer import Transformer
+from seqdiff.benchmarks.flops import TransformerShape, measure_matmul_throughput, transformer_train_flops
 from seqdiff.io import atomic_write
 from seqdiff.train import build_backbone, build_module, fit_ngram_prior
 
@@ -64,6 +69,13 @@ def profile_step(cfg: DictConfig) -> dict:
         next(loader)
     data_seconds = (time.perf_counter() - t0) / int(cfg.steps)
     result: dict = {"tokens_per_step": tokens, "data_seconds_per_step": data_seconds, "precisions": {}}
+    step_flops, peaks = None, {}
+    if isinstance(backbone, Transformer):
+        step_flops = transformer_train_flops(TransformerShape.of(backbone), *batches[0]["x0"].shape)
+        peaks = {name: measure_matmul_throughput(AUTOCAST[name] or torch.float32,
+                                                     seconds=float(cfg.get("peak_seconds", 2.0))).flops_per_second
+                 for name in ("fp32", "bf16")}
+        result.update(model_flops_per_step=step_flops, matmul_peak_flops_per_second=peaks)
     md = []
     for name in cfg.precisions:
         opt = torch.optim.AdamW(backbone.parameters(), lr=1e-4)
@@ -85,7 +97,13 @@ def profile_step(cfg: DictConfig) -> dict:
         ops = [{"op": e.key, "self_percent": 100.0 * e.self_cpu_time_total / total, "calls": e.count}
                for e in top]
         result["precisions"][name] = {"seconds_per_step": sec, "tokens_per_second": tokens / sec, "top_ops": ops}
-        md += [f"### {name}: {sec * 1000:.0f} ms/step, {tokens / sec:,.0f} tokens/s", "",
+        mfu = ""
+        if step_flops is not None:
+            own, best = step_flops / sec / peaks[name], step_flops / sec / max(peaks.values())
+            result["precisions"][name].update(mfu_own_peak=own, mfu_best_peak=best)
+            mfu = (f"; {step_flops / sec / 1e12:.3f} TFLOP/s of model matmuls = MFU {100 * own:.1f}% of the "
+                   f"{name} peak ({peaks[name] / 1e12:.2f} TFLOP/s), {100 * best:.1f}% of the best peak")
+        md += [f"### {name}: {sec * 1000:.0f} ms/step, {tokens / sec:,.0f} tokens/s{mfu}", "",
                "| operator | self CPU % | calls |", "|---|---|---|"]
         md += [f"| `{o['op'][:60]}` | {o['self_percent']:.1f} | {o['calls']} |" for o in ops] + [""]
         log.info("%s: %.0f ms/step, %.0f tokens/s", name, sec * 1000, tokens / sec)

@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef, roc_auc_score
 
 from seqdiff.benchmarks.benchmark_downstream import benchmark_downstream, markdown_table
@@ -94,6 +96,57 @@ def test_tiling_pools_over_windows():
         padded = torch.cat([x[:, 8:12], torch.full((1, 4), tok.pad_id)], 1)
         manual = torch.cat([enc.hidden(x[:, :8])[0], enc.hidden(padded)[0, :, :4]], 1).mean(1)
     assert torch.allclose(tiled, halves, atol=1e-5) and torch.allclose(short, manual, atol=1e-5)
+
+
+@settings(max_examples=60, deadline=None)
+@given(start=st.integers(0, 10), n=st.integers(1, 30), width=st.integers(1, 12))
+def test_window_index_is_centred_on_the_center_token(start, n, width):
+    from seqdiff.dna.downstream.encoders import masked_pool, window_index
+
+    L = start + n + 3
+    mask = torch.zeros(1, L, dtype=torch.bool)
+    mask[0, start:start + n] = True
+    idx, inside = window_index(mask, width)
+    h = torch.arange(L, dtype=torch.float32).view(1, L, 1)
+    centre = int(masked_pool(h, mask, "center"))
+    raw = centre - width // 2 + torch.arange(width)
+    assert int(idx[0, width // 2]) == centre  # the window's middle is `center` pooling's token
+    assert inside[0].tolist() == [start <= i < start + n for i in raw.tolist()]
+    assert torch.equal(idx[0][inside[0]], raw[inside[0]])
+
+
+def test_window_pool_concatenates_the_central_tokens_in_order():
+    torch.manual_seed(0)
+    tok = NucleotideTokenizer()
+    enc = BackboneEncoder(tiny_transformer(tok.vocab_size, 16), tok.pad_id, pool="window", pool_width=4).eval()
+    x = torch.tensor([tok.encode("ACGTACGTTT"), tok.encode("GGCCAA") + [tok.pad_id] * 4])
+    mask = x != tok.pad_id
+    with torch.no_grad():
+        f, h = enc(x, mask), enc.hidden(x)[0]  # (B, 4 * D), (B, L, D)
+    D = h.shape[-1]
+    assert enc.out_features == f.shape[1] == 4 * D
+    torch.testing.assert_close(f[0], h[0, 3:7].flatten())  # centre 5, window 3..6
+    torch.testing.assert_close(f[1], h[1, 1:5].flatten())  # 6 real tokens: centre 3, window 1..4
+    with pytest.raises(ValueError, match="pool_width must be in 1..16"):
+        BackboneEncoder(tiny_transformer(tok.vocab_size, 16), tok.pad_id, pool="window", pool_width=17)
+    long = torch.tensor([tok.encode("ACGT" * 5 + "TTGCA" * 4)])  # 40 tokens: tiles of 16, centre 20 in tile 2
+    with torch.no_grad():
+        f_long, tile2 = enc(long, torch.ones_like(long, dtype=torch.bool)), enc.hidden(long[:, 16:32])[0]
+    torch.testing.assert_close(f_long[0], tile2[0, 2:6].flatten())  # positions 18..21, read across the tiles
+    with pytest.raises(ValueError, match="long_sequences=truncate"):
+        enc.pool_features(torch.zeros(2, 1, 20, D), torch.ones(2, 1, 20, dtype=torch.bool))  # two strands, tiled
+
+
+def test_window_pool_aligns_reverse_complement_copies():
+    """Caduceus's second copy is the reverse complement flipped along L: read mirrored, it lines up."""
+    torch.manual_seed(0)
+    enc = BackboneEncoder(tiny_transformer(7, 16), 5, pool="window", pool_width=3)
+    mask = torch.tensor([[True] * 7 + [False] * 3])
+    h1 = torch.randn(1, 10, 4)
+    one = enc.pool_features(h1[None], mask[None])
+    both = enc.pool_features(torch.stack([h1, h1.flip(1)]), torch.stack([mask, mask.flip(1)]))
+    torch.testing.assert_close(one, both)
+    torch.testing.assert_close(one, h1[0, 2:5].flatten()[None])
 
 
 def test_caduceus_features_through_head_hook_are_strand_invariant():

@@ -17,8 +17,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-POOLS = ("mean", "max", "first", "center", "attention")
-FIXED_POOLS = ("mean", "max", "first", "center")  # no parameters: usable on frozen, cached features
+POOLS = ("mean", "max", "first", "center", "window", "attention")
+FIXED_POOLS = ("mean", "max", "first", "center", "window")  # no parameters: usable on frozen, cached features
+
+
+def window_index(mask: Tensor, width: int) -> tuple[Tensor, Tensor]:
+    """Positions (B, width) of the `width` tokens centred on each row's centre token (`center` pooling's, which
+    sits at offset width // 2), and whether each lies inside the row's real tokens (B, width)."""
+    start = mask.to(torch.int8).argmax(1)
+    n = mask.sum(1)
+    idx = (start + n // 2 - width // 2)[:, None] + torch.arange(width, device=mask.device)  # (B, width)
+    inside = (idx >= start[:, None]) & (idx < (start + n)[:, None])
+    return idx.clamp(0, mask.shape[1] - 1), inside
 
 
 def masked_pool(h: Tensor, mask: Tensor, how: str) -> Tensor:
@@ -26,7 +36,8 @@ def masked_pool(h: Tensor, mask: Tensor, how: str) -> Tensor:
 
     first: the first real token; center: the real token at offset len // 2 from it (junction- or TSS-centred
     tasks carry their signal there, and with relative positions only it is the one token that knows where
-    everything else sits)."""
+    everything else sits). window: `BackboneEncoder` concatenates the `pool_width` tokens around the centre
+    (see there)."""
     m = mask.unsqueeze(-1).to(h.dtype)
     if how == "mean":
         return (h * m).sum(1) / m.sum(1).clamp(min=1.0)
@@ -70,7 +81,8 @@ class BackboneEncoder(nn.Module):
     random strand flips would otherwise change which strand each pooled feature comes from.
     """
 
-    def __init__(self, backbone: nn.Module, pad_id: int, pool: str = "mean", pool_heads: int = 4) -> None:
+    def __init__(self, backbone: nn.Module, pad_id: int, pool: str = "mean", pool_heads: int = 4,
+                 pool_width: int = 20) -> None:
         super().__init__()
         head = getattr(backbone, "head", None)
         if not isinstance(head, nn.Linear):
@@ -81,7 +93,11 @@ class BackboneEncoder(nn.Module):
         self.backbone, self.pad_id, self.pool = backbone, pad_id, pool
         self.window = int(backbone.max_len)
         self.attention = AttentionPool(head.in_features, self.window, pool_heads) if pool == "attention" else None
-        self.out_features = self.attention.out_features if self.attention else head.in_features
+        if pool == "window" and not 1 <= pool_width <= self.window:
+            raise ValueError(f"pool_width must be in 1..{self.window} (the model window), got {pool_width}")
+        self.pool_width = pool_width
+        self.out_features = (self.attention.out_features if self.attention
+                             else head.in_features * (pool_width if pool == "window" else 1))
         self._captured: list[Tensor] = []
         head.register_forward_hook(lambda _m, inputs, _out: self._captured.append(inputs[0]))
 
@@ -120,7 +136,28 @@ class BackboneEncoder(nn.Module):
         """(k, B, L, D) + (k, B, L) -> (B, out_features): each strand copy pooled with its mask, averaged."""
         if self.attention is not None:
             return torch.stack([self.attention(h[j], masks[j]) for j in range(h.shape[0])]).mean(0)
+        if self.pool == "window":
+            return self.window_features(h, masks)
         return torch.stack([masked_pool(h[j], masks[j], self.pool) for j in range(h.shape[0])]).mean(0)
+
+    def window_features(self, h: Tensor, masks: Tensor) -> Tensor:
+        """pool=window: the hidden states of the `pool_width` tokens around the centre, concatenated in order
+        (B, pool_width * D), zeros where the window runs past the sequence. Position-resolved, unlike a mean: a
+        junction task's classes differ by what sits at given offsets, and an MDLM's clean (unmasked) positions carry
+        no loss in pretraining, so one token's state need not describe its neighbours. Strand copies after the
+        first are reverse complements flipped along L: their window is the mirror image, read back to front so
+        every copy is aligned with the first before averaging. Tiled sequences (longer than the model window)
+        are read across the tiles, in order; with strand copies each tile is flipped on its own, so those must fit
+        one window."""
+        k, B, L, D = h.shape
+        if L > self.window and k > 1:
+            raise ValueError(f"pool=window on a two-strand backbone needs sequences of at most the model window "
+                             f"({self.window} tokens), got {L}: set long_sequences=truncate")
+        idx, inside = window_index(masks[0], self.pool_width)  # (B, w)
+        rows = torch.arange(B, device=h.device)[:, None]
+        copies = [h[j][rows, idx if j == 0 else L - 1 - idx] for j in range(k)]  # each (B, w, D), aligned
+        out = torch.stack(copies).mean(0) * inside.unsqueeze(-1).to(h.dtype)
+        return out.flatten(1)
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
         return self.pool_features(*self.features(x, mask))

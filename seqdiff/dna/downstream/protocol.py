@@ -105,6 +105,7 @@ class DenoiserMethod:
 
     def __init__(self, checkpoint: str | None = None, freeze: bool = False, lr: float = 3e-4,
                  weight_decay: float = 0.01, dropout: float = 0.1, pool: str = "mean", pool_heads: int = 4,
+                 pool_width: int = 20,
                  architecture_from: str | None = None, model: Any = None, window: int = 512,
                  max_epochs: int | None = None, probe: str = "sklearn", Cs: tuple[float, ...] = PROBE_CS,
                  **recipe: Any) -> None:
@@ -115,6 +116,7 @@ class DenoiserMethod:
                              "(or set probe=head to train the pooling)")
         self.checkpoint, self.freeze, self.pool, self.pool_heads, self.max_epochs = \
             checkpoint, freeze, pool, pool_heads, max_epochs
+        self.pool_width = pool_width
         self.probe, self.Cs = probe, tuple(Cs)
         self.hparams = {"lr": lr, "weight_decay": weight_decay, "dropout": dropout, **recipe}
         self.architecture_from, self.model, self.window = architecture_from, model, window
@@ -152,12 +154,14 @@ class DenoiserMethod:
         if self.freeze:
             if self._frozen is None or not self.checkpoint:
                 self._frozen, self._cache = self.backbone(task, ctx).eval(), {}
-            encoder = MemoizedEncoder(BackboneEncoder(self._frozen, tok.pad_id, self.pool, self.pool_heads),
+            encoder = MemoizedEncoder(BackboneEncoder(self._frozen, tok.pad_id, self.pool, self.pool_heads,
+                                                       self.pool_width),
                                       cache=self._cache)
             if self.probe == "sklearn":
                 return sklearn_probe(encoder, task, seed, ctx, self.Cs)
         else:
-            encoder = BackboneEncoder(self.backbone(task, ctx), tok.pad_id, self.pool, self.pool_heads)
+            encoder = BackboneEncoder(self.backbone(task, ctx), tok.pad_id, self.pool, self.pool_heads,
+                                      self.pool_width)
         module = SequenceClassifier(encoder, task.num_classes, tok.pad_id, self.freeze, mask_id=tok.mask_id,
                                     complement_ids=getattr(tok, "complement_ids", None), **self.hparams)
         return fit_and_test(module, task, seed, ctx, encoder.window, name, self.max_epochs)

@@ -109,6 +109,7 @@ def test_window_index_is_centred_on_the_center_token(start, n, width):
     idx, inside = window_index(mask, width)
     h = torch.arange(L, dtype=torch.float32).view(1, L, 1)
     centre = int(masked_pool(h, mask, "center"))
+    assert centre == start + n // 2  # the token at offset len // 2 from the first real one
     raw = centre - width // 2 + torch.arange(width)
     assert int(idx[0, width // 2]) == centre  # the window's middle is `center` pooling's token
     assert inside[0].tolist() == [start <= i < start + n for i in raw.tolist()]

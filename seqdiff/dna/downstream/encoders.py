@@ -24,7 +24,7 @@ FIXED_POOLS = ("mean", "max", "first", "center", "window")  # no parameters: usa
 def window_index(mask: Tensor, width: int) -> tuple[Tensor, Tensor]:
     """Positions (B, width) of the `width` tokens centred on each row's centre token (`center` pooling's, which
     sits at offset width // 2), and whether each lies inside the row's real tokens (B, width)."""
-    start = mask.to(torch.int8).argmax(1)
+    start = mask.to(torch.int8).argmax(1)  # first True (0 for an all-pad row)
     n = mask.sum(1)
     idx = (start + n // 2 - width // 2)[:, None] + torch.arange(width, device=mask.device)  # (B, width)
     inside = (idx >= start[:, None]) & (idx < (start + n)[:, None])
@@ -43,9 +43,8 @@ def masked_pool(h: Tensor, mask: Tensor, how: str) -> Tensor:
         return (h * m).sum(1) / m.sum(1).clamp(min=1.0)
     if how == "max":
         return h.masked_fill(~mask.unsqueeze(-1), float("-inf")).amax(1).nan_to_num(0.0, neginf=0.0)
-    if how in ("first", "center"):
-        start = mask.to(torch.int8).argmax(1)  # first True (0 for an all-pad row)
-        idx = start if how == "first" else start + mask.sum(1) // 2
+    if how in ("first", "center"):  # the centre token is the window of width 1
+        idx = mask.to(torch.int8).argmax(1) if how == "first" else window_index(mask, 1)[0][:, 0]
         return h[torch.arange(h.shape[0], device=h.device), idx.clamp(max=h.shape[1] - 1)]
     raise ValueError(f"pool must be one of {FIXED_POOLS}, got {how!r}")
 

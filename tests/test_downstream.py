@@ -186,6 +186,38 @@ def test_memoized_probe_features_and_frozen_backbone():
     assert all(torch.equal(a, b) for a, b in zip(before, inner.parameters(), strict=True))
 
 
+@pytest.mark.parametrize("n_classes", [2, 3])
+def test_probe_head_folds_the_sklearn_probe_into_the_linear_head(tmp_path, n_classes):
+    """LP-FT: the head built from the probe gives the probe's probabilities on the raw (unscaled) features."""
+    from seqdiff.dna.downstream.protocol import _features, _fit_probe, encode_split, probe_head
+
+    torch.manual_seed(0)
+    tok = NucleotideTokenizer()
+    task = poly_task(30)
+    if n_classes == 3:  # a third class: mostly G
+        task = Task("poly3", task.train_sequences + ["GGGGAGGGGCGG" * 3] * 20, task.train_labels + ["G"] * 20,
+                    task.test_sequences, task.test_labels)
+    encoder = BackboneEncoder(tiny_transformer(tok.vocab_size, 128), tok.pad_id, pool="mean")
+    c = ctx(tmp_path)
+    head = probe_head(encoder, task, 0, c, Cs=(0.1, 1.0))
+    assert head["weight"].shape == (n_classes, encoder.out_features) and head["C"] in (0.1, 1.0)
+    (xtr, ytr), (xva, yva), (xte, _) = encode_split(task, 0, c, encoder.window)
+    pipe, C, val_acc = _fit_probe(_features(encoder, xtr, c), ytr, _features(encoder, xva, c), yva, (0.1, 1.0), 0)
+    feats = _features(encoder, xte, c)
+    logits = torch.as_tensor(feats, dtype=torch.float32) @ head["weight"].T + head["bias"]
+    np.testing.assert_allclose(logits.softmax(-1).numpy(), pipe.predict_proba(feats), atol=1e-4)
+    assert C == head["C"] and val_acc == head["val_acc"]
+    # and the method fine-tunes from it, reporting the probe's choice
+    method = DenoiserMethod(checkpoint=str(write_checkpoint(tmp_path / "tiny.ckpt", max_len=128)), pool="mean",
+                            head_init="probe", Cs=(1.0,))
+    out = method.run(task, 0, ctx(tmp_path, max_epochs=1))
+    assert out["probe_C"] == 1.0 and 0 <= out["probe_val_acc"] <= 1 and 0 <= out["acc"] <= 1
+    with pytest.raises(ValueError, match="head_init=probe needs a parameter-free pool"):
+        DenoiserMethod(pool="attention", head_init="probe")
+    with pytest.raises(ValueError, match="head_init must be one of"):
+        DenoiserMethod(head_init="lp")
+
+
 def test_cnn_and_kmer_baselines_on_poly(tmp_path):
     task = poly_task(40)
     assert CNNMethod(channels=16, n_layers=2, lr=3e-3).run(task, 0, ctx(tmp_path, max_epochs=3))["acc"] > 0.95

@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from seqdiff.dna.downstream.data import carve_validation, encode_sequences
 from seqdiff.dna.downstream.genome_task import build_coding_task, read_gff
@@ -168,3 +170,35 @@ def test_carve_validation_is_stratified_and_seeded():
     assert Counter(labels[i] for i in va) == {0: 6, 1: 3, 2: 1}
     assert not np.array_equal(va, carve_validation(labels, 0.1, seed=1)[1])
     assert np.array_equal(va, carve_validation(labels, 0.1, seed=0)[1])
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(12, 150), width=st.integers(5, 60), stride=st.integers(1, 60), block=st.integers(1, 12),
+       seed=st.integers(0, 10_000), data=st.data())
+def test_blocked_carve_never_validates_on_trained_bases(n, width, stride, block, seed, data):
+    """Genome tasks (windows with chromosome spans): validation = every 10th block of `block` neighbouring
+    windows (offset by the seed); no kept training window overlaps a validation window; all classes on both
+    sides (or a clear error); deterministic per seed."""
+    labels = data.draw(st.lists(st.integers(0, 1), min_size=n, max_size=n).filter(lambda y: 0 < sum(y) < n))
+    starts = np.random.default_rng(seed).permutation(np.arange(n) * stride)  # any file order
+    spans = [(int(s), int(s) + width) for s in starts]
+    try:
+        tr, va = carve_validation(labels, 0.1, seed, spans, block=block)
+    except ValueError as e:  # allowed only when a class is missing on one side
+        assert "misses a class" in str(e) or "leaves a class out" in str(e)
+        return
+    rank = np.argsort(np.argsort(starts, kind="stable"), kind="stable")  # chromosome order of each window
+    assert set(va) == {i for i in range(n) if (rank[i] // block) % 10 == seed % 10}
+    assert set(tr).isdisjoint(va)
+    assert all(spans[i][1] <= spans[j][0] or spans[i][0] >= spans[j][1] for i in tr for j in va)
+    dropped = set(range(n)) - set(tr) - set(va)  # only windows that overlap validation are dropped
+    assert all(any(spans[i][1] > spans[j][0] and spans[i][0] < spans[j][1] for j in va) for i in dropped)
+    assert {labels[i] for i in tr} == {labels[i] for i in va} == {0, 1}
+    assert np.array_equal(va, carve_validation(labels, 0.1, seed, spans, block=block)[1])
+
+
+def test_blocked_carve_errors():
+    with pytest.raises(ValueError, match="3 spans for 4 training sequences"):
+        carve_validation([0, 1, 0, 1], 0.25, 0, [(0, 10), (10, 20), (20, 30)])
+    with pytest.raises(ValueError, match="misses a class"):  # the classes sit in two halves of the chromosome
+        carve_validation([0] * 50 + [1] * 50, 0.1, 0, [(10 * i, 10 * i + 10) for i in range(100)])

@@ -187,6 +187,8 @@ def test_build_command_and_loader_offline(tmp_path):
             "task.stride=50", *small]
     task = instantiate(compose("finetune", over).task)  # same parameters: read, not rebuilt
     assert task.name == "fly_coding" and task.summary()["train"]["n"] == 40 and task.summary()["test"]["n"] == 10
+    starts = pd.read_csv(out / "train.csv")["start"].tolist()
+    assert task.train_spans == [(s, s + W) for s in starts]  # -> a blocked validation carve
     assert (out / "build.json").stat().st_mtime_ns == stamp
     instantiate(compose("finetune", [*over, "task.seed=1"]).task)  # a parameter changed: rebuilt
     assert json.loads((out / "build.json").read_text())["seed"] == 1

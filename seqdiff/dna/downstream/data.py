@@ -60,15 +60,51 @@ def encode_sequences(
     return out
 
 
-def carve_validation(labels: Sequence[int], fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Stratified (train_idx, val_idx) split of the training set; the seed changes the split."""
+def carve_validation(labels: Sequence[int], fraction: float, seed: int,
+                     spans: Sequence[tuple[int, int]] | None = None, block: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    """(train_idx, val_idx) carved from the training set; the seed changes the split.
+
+    spans=None: a stratified random carve. spans (each sequence's (start, end) on one chromosome, as genome tasks
+    have): a *blocked* carve: the sequences, in chromosome order, are cut into blocks of `block` neighbours and
+    every (1/fraction)-th block (offset by the seed) is validation; training sequences overlapping a validation
+    one are dropped. Validation then never holds a base trained on (a random carve of overlapping windows
+    would), and still samples the whole training region (one contiguous block would be one local neighbourhood).
+    """
     if not 0.0 < fraction < 1.0:
         raise ValueError(f"val_fraction must be in (0, 1), got {fraction}")
     idx = np.arange(len(labels))
+    if spans is not None:
+        return _blocked_carve(np.asarray(labels), np.asarray(spans, dtype=np.int64).reshape(-1, 2), fraction, seed,
+                              block)
     counts = np.bincount(np.asarray(labels))
     stratify = labels if counts[counts > 0].min() >= 2 else None  # a singleton class cannot be stratified
     tr, va = train_test_split(idx, test_size=fraction, random_state=seed, stratify=stratify)
     return np.sort(tr), np.sort(va)
+
+
+def _blocked_carve(labels: np.ndarray, spans: np.ndarray, fraction: float, seed: int,
+                   block: int) -> tuple[np.ndarray, np.ndarray]:
+    if len(spans) != len(labels):
+        raise ValueError(f"{len(spans)} spans for {len(labels)} training sequences")
+    order = np.argsort(spans[:, 0], kind="stable")
+    chunk = np.arange(len(labels)) // block  # block number of each sequence in chromosome order
+    every = max(2, round(1 / fraction))
+    is_val = np.zeros(len(labels), dtype=bool)
+    is_val[order] = chunk % every == seed % every
+    va = np.flatnonzero(is_val)
+    if len(va) == 0 or len(np.unique(labels[va])) < len(np.unique(labels)):
+        raise ValueError(f"blocked validation ({block} neighbouring sequences per block, every {every}th block) "
+                         f"misses a class; raise val_fraction or lower the block size")
+    starts, ends = spans[va, 0], spans[va, 1]
+    by_start = np.argsort(starts)
+    starts, reach = starts[by_start], np.maximum.accumulate(ends[by_start])
+    # a training sequence [s, e) overlaps some validation [vs, ve) iff a validation start < e has reach > s
+    k = np.searchsorted(starts, spans[:, 1], side="left")  # validation sequences starting before e
+    overlaps = (k > 0) & (reach[np.maximum(k - 1, 0)] > spans[:, 0])
+    tr = np.flatnonzero(~is_val & ~overlaps)
+    if len(np.unique(labels[tr])) < len(np.unique(labels)):
+        raise ValueError("blocked validation leaves a class out of training; lower val_fraction")
+    return tr, va
 
 
 class TokenDataset(Dataset):

@@ -23,8 +23,8 @@ from seqdiff.precision import resolve_training_precision
 
 log = logging.getLogger("seqdiff.downstream")
 # configs/finetune.yaml keys passed to DenoiserMethod (benchmark_downstream.yaml interpolates the same keys)
-RECIPE = ("lr", "weight_decay", "dropout", "pool", "pool_heads", "pool_width", "probe", "warmup", "schedule",
-          "layer_decay", "rc_augment", "rc_predict", "input_mask")
+RECIPE = ("lr", "weight_decay", "dropout", "pool", "pool_heads", "pool_width", "probe", "head_init", "warmup",
+          "schedule", "layer_decay", "rc_augment", "rc_predict", "input_mask")
 
 
 def setup(cfg: DictConfig, keep_checkpoints: bool) -> tuple[Task, Context]:

@@ -275,7 +275,10 @@ def genome_task(name: str, kind: str, genome: str, cache_dir: str, genomes_root:
         fasta, gff = fetch_inputs(genomes_root, cache_dir, genome)
         build_task(fasta, gff, out, provenance=sources(genome), **{k: v for k, v in params.items() if k != "genome"})
     (xtr, ytr, rtr), (xte, yte, rte) = read_labeled(out / "train.csv"), read_labeled(out / "test.csv")
-    return Task(name, xtr, ytr, xte, yte, train_rows=rtr, test_rows=rte, train_source=str(out / "train.csv"))
+    starts = pd.read_csv(out / "train.csv", usecols=["start"])["start"].to_numpy()
+    spans = [(int(s), int(s) + len(x)) for s, x in zip(starts, xtr, strict=True)]
+    return Task(name, xtr, ytr, xte, yte, train_rows=rtr, test_rows=rte, train_source=str(out / "train.csv"),
+                train_spans=spans)
 
 
 def yeast_coding_task(cache_dir: str = "data_cache/yeast_coding", genomes_root: str = "genomes",

@@ -1,4 +1,5 @@
-"""The evaluation protocol (as Caduceus): per seed, carve a stratified validation set from train, train,
+"""The evaluation protocol (as Caduceus): per seed, carve a validation set from train (stratified; for genome
+tasks a block of neighbouring windows, no overlap with the windows trained on: `data.carve_validation`), train,
 pick the epoch with the best validation accuracy, evaluate that epoch on test once; report mean +/- std.
 
 Methods are small objects built from config (`_target_`), each with `run(task, seed, ctx) -> metrics`:
@@ -33,6 +34,7 @@ from seqdiff.dna.downstream.tasks import Task
 
 log = logging.getLogger("seqdiff.downstream")
 PROBE_CS = (0.001, 0.01, 0.1, 1.0, 10.0, 100.0)  # linear probe: C grid, picked on validation
+HEAD_INITS = ("random", "probe")  # fine-tuning head: random init | LP-FT (the linear probe's solution)
 
 
 @dataclass
@@ -54,7 +56,7 @@ def encode_split(task: Task, seed: int, ctx: Context, window: int | None):
 
     The whole task is encoded before carving, so an error names the sequence's file and row."""
     y = task.label_ids(task.train_labels)
-    tr, va = carve_validation(y, ctx.val_fraction, seed)
+    tr, va = carve_validation(y, ctx.val_fraction, seed, task.train_spans)
     xs, xt = (encode_sequences(seqs, ctx.tokenizer, window, ctx.long_sequences, f"{task.name} {part}",
                                task.train_rows if part == "train" else task.test_rows)
               for part, seqs in (("train", task.train_sequences), ("test", task.test_sequences)))
@@ -108,9 +110,14 @@ class DenoiserMethod:
                  pool_width: int = 20,
                  architecture_from: str | None = None, model: Any = None, window: int = 512,
                  max_epochs: int | None = None, probe: str = "sklearn", Cs: tuple[float, ...] = PROBE_CS,
-                 **recipe: Any) -> None:
+                 head_init: str = "random", **recipe: Any) -> None:
         if probe not in ("sklearn", "head"):
             raise ValueError(f"probe must be sklearn or head, got {probe!r}")
+        if head_init not in HEAD_INITS:
+            raise ValueError(f"head_init must be one of {HEAD_INITS}, got {head_init!r}")
+        if head_init == "probe" and pool not in FIXED_POOLS:
+            raise ValueError(f"head_init=probe needs a parameter-free pool {FIXED_POOLS}, got pool={pool!r}")
+        self.head_init = head_init
         if freeze and probe == "sklearn" and pool not in FIXED_POOLS:
             raise ValueError(f"probe=sklearn needs a parameter-free pool {FIXED_POOLS}, got pool={pool!r} "
                              "(or set probe=head to train the pooling)")
@@ -164,27 +171,39 @@ class DenoiserMethod:
                                       self.pool_width)
         module = SequenceClassifier(encoder, task.num_classes, tok.pad_id, self.freeze, mask_id=tok.mask_id,
                                     complement_ids=getattr(tok, "complement_ids", None), **self.hparams)
-        return fit_and_test(module, task, seed, ctx, encoder.window, name, self.max_epochs)
+        probe = None
+        if self.head_init == "probe" and not self.freeze:  # LP-FT: fine-tuning starts from the linear probe
+            probe = probe_head(encoder, task, seed, ctx, self.Cs)
+            with torch.no_grad():
+                module.head[-1].weight.copy_(probe["weight"])
+                module.head[-1].bias.copy_(probe["bias"])
+        metrics = fit_and_test(module, task, seed, ctx, encoder.window, name, self.max_epochs)
+        if probe is not None:
+            metrics.update(probe_C=probe["C"], probe_val_acc=probe["val_acc"])
+        return metrics
 
 
 
-def sklearn_probe(encoder: MemoizedEncoder, task: Task, seed: int, ctx: Context,
-                  Cs: tuple[float, ...] = PROBE_CS) -> dict[str, float]:
-    """Linear probe: frozen pooled features -> StandardScaler -> LogisticRegression, C by validation accuracy."""
+def _features(encoder: torch.nn.Module, tokens: list[torch.Tensor], ctx: Context) -> np.ndarray:
+    """Pooled features of token rows, batch by batch, in eval mode without gradients."""
+    was_training = encoder.training
+    encoder.eval()
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(tokens), ctx.batch_size):
+            x = torch.nn.utils.rnn.pad_sequence(tokens[i:i + ctx.batch_size], batch_first=True,
+                                                padding_value=ctx.tokenizer.pad_id)
+            out.append(encoder(x, x != ctx.tokenizer.pad_id).float())
+    encoder.train(was_training)
+    return torch.cat(out).double().numpy()
+
+
+def _fit_probe(ftr, ytr, fva, yva, Cs: tuple[float, ...], seed: int):
+    """StandardScaler -> LogisticRegression for each C; (pipeline, C, val accuracy) of the best on validation."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    def features(tokens):
-        out = []
-        for i in range(0, len(tokens), ctx.batch_size):
-            x = torch.nn.utils.rnn.pad_sequence(tokens[i:i + ctx.batch_size], batch_first=True,
-                                                padding_value=ctx.tokenizer.pad_id)
-            out.append(encoder(x, x != ctx.tokenizer.pad_id))
-        return torch.cat(out).double().numpy()
-
-    (xtr, ytr), (xva, yva), (xte, yte) = encode_split(task, seed, ctx, encoder.window)
-    ftr, fva, fte = features(xtr), features(xva), features(xte)
     best = None
     for C in Cs:
         pipe = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=3000, random_state=seed))
@@ -194,12 +213,41 @@ def sklearn_probe(encoder: MemoizedEncoder, task: Task, seed: int, ctx: Context,
             best = (pipe, float(C), acc)
     if best is None:
         raise ValueError("Cs is empty")
-    pipe, C, val_acc = best
+    return best
+
+
+def sklearn_probe(encoder: MemoizedEncoder, task: Task, seed: int, ctx: Context,
+                  Cs: tuple[float, ...] = PROBE_CS) -> dict[str, float]:
+    """Linear probe: frozen pooled features -> StandardScaler -> LogisticRegression, C by validation accuracy."""
+    (xtr, ytr), (xva, yva), (xte, yte) = encode_split(task, seed, ctx, encoder.window)
+    ftr, fva, fte = (_features(encoder, x, ctx) for x in (xtr, xva, xte))
+    pipe, C, val_acc = _fit_probe(ftr, ytr, fva, yva, Cs, seed)
     probs = np.zeros((len(fte), task.num_classes))
     probs[:, pipe.classes_] = pipe.predict_proba(fte)
     metrics = score(probs, np.asarray(yte))
     metrics.update(C=C, val_acc=val_acc)
     return metrics
+
+
+def probe_head(encoder: torch.nn.Module, task: Task, seed: int, ctx: Context,
+               Cs: tuple[float, ...] = PROBE_CS) -> dict:
+    """LP-FT's first stage: the sklearn probe on the encoder's current (pretrained) features, folded into the
+    weights of a linear head on the raw features: {"weight": (C, D), "bias": (C,), "C", "val_acc"}.
+
+    The scaler is folded in (w / sigma, b - w . mu / sigma); a binary logistic regression's single logit z
+    becomes logits (0, z), whose softmax is the same sigmoid."""
+    (xtr, ytr), (xva, yva), _ = encode_split(task, seed, ctx, encoder.window)
+    pipe, C, val_acc = _fit_probe(_features(encoder, xtr, ctx), ytr, _features(encoder, xva, ctx), yva, Cs, seed)
+    scaler, lr = pipe[0], pipe[-1]
+    w = lr.coef_ / scaler.scale_
+    b = lr.intercept_ - w @ scaler.mean_
+    weight, bias = np.zeros((task.num_classes, w.shape[1])), np.zeros(task.num_classes)
+    if len(lr.classes_) == 2:
+        weight[lr.classes_[1]], bias[lr.classes_[1]] = w[0], b[0]
+    else:
+        weight[lr.classes_], bias[lr.classes_] = w, b
+    return {"weight": torch.as_tensor(weight, dtype=torch.float32), "bias": torch.as_tensor(bias, dtype=torch.float32),
+            "C": C, "val_acc": val_acc}
 
 
 class CNNMethod:
@@ -230,7 +278,7 @@ class KmerLRMethod:
         from seqdiff.dna.downstream.baselines import fit_kmer_lr, predict_proba
 
         y = task.label_ids(task.train_labels)
-        tr, va = carve_validation(y, ctx.val_fraction, seed)
+        tr, va = carve_validation(y, ctx.val_fraction, seed, task.train_spans)
         xs = task.train_sequences
         train, val = ([xs[i] for i in tr], [y[i] for i in tr]), ([xs[i] for i in va], [y[i] for i in va])
         test = (task.test_sequences, task.label_ids(task.test_labels))

@@ -35,6 +35,9 @@ class Task:
     train_rows: list[str] | None = None
     test_rows: list[str] | None = None
     train_source: str | None = None  # the training file (named when the whole file is at fault)
+    # genome tasks: each training sequence's (start, end) on its chromosome -> validation is carved as a block
+    # of neighbouring windows, never a window overlapping one trained on (data.carve_validation)
+    train_spans: list[tuple[int, int]] | None = None
     classes: tuple[str, ...] = field(init=False)  # sorted training labels; class index = position here
 
     def __post_init__(self) -> None:

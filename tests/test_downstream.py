@@ -290,10 +290,26 @@ def test_benchmark_smoke_writes_json_and_table(tmp_path):
     cfg = compose("benchmark_downstream", [f"summary=[{tmp_path / 'bench'},{tmp_path / 'bench' / 'results.json'}]",
                                            f"summary_out={tmp_path / 'all'}"], run_dir=tmp_path / "unused")
     runs = benchmark_downstream(cfg)
-    assert list(runs) == ["yeast_coding_mini"]  # same task twice: one entry
+    assert list(runs) == ["yeast_coding_mini"]  # same task twice: one entry (methods merged)
+    assert set(runs["yeast_coding_mini"]["results"]) == set(out["results"])
     summary = (tmp_path / "all.md").read_text()
     assert "### yeast_coding_mini" in summary and "| kmer_lr |" in summary
     assert (tmp_path / "all.png").stat().st_size > 1000
+    other = json.loads((tmp_path / "bench" / "results.json").read_text())  # methods split over two runs
+    kmer = {"results": {"kmer_lr": other["results"].pop("kmer_lr")}, "seconds": {"kmer_lr": 1.0}}
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "a" / "results.json").write_text(json.dumps(other))
+    (tmp_path / "b" / "results.json").write_text(json.dumps({**other, **kmer}))
+    runs = benchmark_downstream(compose("benchmark_downstream", [f"summary=[{tmp_path / 'a'},{tmp_path / 'b'}]",
+                                                                 f"summary_out={tmp_path / 'ab'}"],
+                                        run_dir=tmp_path / "unused"))
+    assert set(runs["yeast_coding_mini"]["results"]) == set(out["results"])
+    assert "| kmer_lr |" in (tmp_path / "ab.md").read_text() and "| cnn |" in (tmp_path / "ab.md").read_text()
+    (tmp_path / "b" / "results.json").write_text(json.dumps({**other, **kmer, "seeds": [0]}))
+    with pytest.raises(ValueError, match="differ from"):
+        benchmark_downstream(compose("benchmark_downstream", [f"summary=[{tmp_path / 'a'},{tmp_path / 'b'}]",
+                                                              f"summary_out={tmp_path / 'ab'}"], run_dir=tmp_path / "u"))
     with pytest.raises(FileNotFoundError, match="no results.json"):
         benchmark_downstream(compose("benchmark_downstream", [f"summary=[{tmp_path / 'nowhere'}]"],
                                      run_dir=tmp_path / "unused"))

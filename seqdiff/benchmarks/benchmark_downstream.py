@@ -121,6 +121,16 @@ def summarize_runs(run_dirs: list[str], out: str) -> dict:
             raise FileNotFoundError(f"{path}: no results.json (run scripts/benchmark_downstream.py first)")
         res = json.loads(path.read_text())
         name = res.get("task", {}).get("name") or path.parent.name
+        if name in runs:  # the same task's methods split over several runs (e.g. one per core): merged
+            prev = runs[name]
+            if prev["seeds"] != res["seeds"]:
+                raise ValueError(f"{path}: seeds {res['seeds']} differ from {prev['seeds']} of an earlier "
+                                 f"{name} run; methods are only comparable over the same seeds")
+            res = {**prev, **res, "results": {**prev["results"], **res["results"]},
+                   "seconds": {**prev.get("seconds", {}), **res.get("seconds", {})}}
+            if prev.get("checkpoint") != res.get("checkpoint"):
+                res["checkpoint"] = f"{prev.get('checkpoint')}, {res.get('checkpoint')}"
+            res["table"] = markdown_table(res["results"], res["seconds"])
         runs[name] = res
     md = []
     for name, res in runs.items():

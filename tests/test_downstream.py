@@ -309,7 +309,8 @@ def test_benchmark_smoke_writes_json_and_table(tmp_path):
     (tmp_path / "b" / "results.json").write_text(json.dumps({**other, **kmer, "seeds": [0]}))
     with pytest.raises(ValueError, match="differ from"):
         benchmark_downstream(compose("benchmark_downstream", [f"summary=[{tmp_path / 'a'},{tmp_path / 'b'}]",
-                                                              f"summary_out={tmp_path / 'ab'}"], run_dir=tmp_path / "u"))
+                                                              f"summary_out={tmp_path / 'ab'}"],
+                                     run_dir=tmp_path / "u"))
     with pytest.raises(FileNotFoundError, match="no results.json"):
         benchmark_downstream(compose("benchmark_downstream", [f"summary=[{tmp_path / 'nowhere'}]"],
                                      run_dir=tmp_path / "unused"))

@@ -1,5 +1,5 @@
 """The evaluation protocol (as Caduceus): per seed, carve a validation set from train (stratified; for genome
-tasks a block of neighbouring windows, no overlap with the windows trained on: `data.carve_validation`), train,
+tasks blocks of neighbouring windows that overlap no window trained on: `data.carve_validation`), train,
 pick the epoch with the best validation accuracy, evaluate that epoch on test once; report mean +/- std.
 
 Methods are small objects built from config (`_target_`), each with `run(task, seed, ctx) -> metrics`:
